@@ -1,0 +1,136 @@
+"""Command line: ``photostyle transfer | weights``.
+
+Heavy imports (torch and the models) happen inside the commands, so
+``--help`` and ``--version`` answer at once. Every deliberate error becomes one
+line on stderr and the exit code of its class (see :mod:`photostyle.errors`);
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from . import __version__
+from .errors import Interrupted, PhotostyleError
+
+
+def _add_transfer_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that runs a transfer (transfer, bench, batch)."""
+    from .pipeline import TransferConfig
+
+    d = TransferConfig()
+    g = p.add_argument_group("transfer settings")
+    g.add_argument("--size", type=int, default=d.size, help="working resolution, long side in px (default %(default)s)")
+    g.add_argument("--output-size", type=int, default=None, help="output long side in px (default: the content's own size)")
+    g.add_argument("--iterations", type=int, default=d.iterations, help="optimisation steps (default %(default)s)")
+    g.add_argument("--optimizer", choices=["adam", "lbfgs"], default=d.optimizer, help="Adam is the paper's")
+    g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate, pixel units in [0,1] (default %(default)s)")
+    g.add_argument("--init", choices=["colour", "content", "noise", "style"], default=d.init,
+                   help="start point; colour = per-segment Lab statistics transfer (default %(default)s)")
+    g.add_argument("--content-weight", type=float, default=d.content_weight, help="default %(default)s")
+    g.add_argument("--style-weight", type=float, default=d.style_weight, help="default %(default)s")
+    g.add_argument("--photo-weight", type=float, default=d.photo_weight,
+                   help="Matting-Laplacian photorealism weight (default %(default)s)")
+    g.add_argument("--arch", choices=["vgg16", "vgg19"], default=d.arch, help="feature network (default %(default)s)")
+    g.add_argument("--weights", default=d.weights,
+                   help="'default' (registry), a path to a torchvision-layout state dict, or 'none' for random")
+    g.add_argument("--device", default=d.device, help="auto, cpu or cuda (default %(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
+
+
+def config_from_args(args: argparse.Namespace):
+    """Build a :class:`~photostyle.pipeline.TransferConfig` from parsed options."""
+    from .pipeline import TransferConfig
+
+    values = {f.name: getattr(args, f.name) for f in fields(TransferConfig) if hasattr(args, f.name)}
+    if values.get("weights") == "none":
+        values["weights"] = None
+    return TransferConfig(**values)
+
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    from .pipeline import transfer
+    from .progress import ProgressCallback
+
+    config = config_from_args(args)
+    output = Path(args.output)
+    progress = ProgressCallback(config.iterations, quiet=args.quiet, save_every=args.save_every, output=output)
+    with progress:
+        result = transfer(
+            args.content, args.style, output, config,
+            content_mask=args.content_mask, style_mask=args.style_mask,
+            overwrite=args.overwrite, callback=progress,
+        )
+    report = result.report
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2, default=str))
+    if not args.quiet:
+        secs = sum(report["seconds"].values())
+        print(f"wrote {output} ({report['output_size'][1]}x{report['output_size'][0]}) in {secs:.1f} s", file=sys.stderr)
+    if report["interrupted"]:
+        raise Interrupted(f"interrupted after {report['steps']} steps; the best result so far was written to {output}")
+    return 0
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from . import weights
+
+    if args.fetch:
+        for name in args.fetch:
+            path = weights.ensure(name)
+            print(f"{name}: {path}")
+        return 0
+    for name, available, path, note in weights.status():
+        mark = "yes" if available else "no "
+        print(f"{mark}  {name:<18} {path or '-'}  {note}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="photostyle", description="Photographic style transfer that stays a photograph.")
+    parser.add_argument("--version", action="version", version=f"photostyle {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("transfer", help="give CONTENT the look of STYLE")
+    p.add_argument("content", help="content photo")
+    p.add_argument("style", help="style (reference) photo")
+    p.add_argument("-o", "--output", required=True, help="output image (.png .jpg .tif .webp .bmp)")
+    p.add_argument("--content-mask", help="DPST colour-coded mask of the content photo")
+    p.add_argument("--style-mask", help="DPST colour-coded mask of the style photo")
+    p.add_argument("--report", help="write timings, loss terms, settings and weights used to this JSON file")
+    p.add_argument("--save-every", type=int, default=0, metavar="N", help="save the working image every N steps")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_transfer_options(p)
+    p.set_defaults(func=_cmd_transfer)
+
+    p = sub.add_parser("weights", help="list pretrained weights, or fetch them")
+    p.add_argument("--fetch", nargs="+", metavar="NAME", help="fetch and verify these weights")
+    p.set_defaults(func=_cmd_weights)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except PhotostyleError as err:
+        if args.debug:
+            raise
+        print(f"photostyle: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("photostyle: interrupted", file=sys.stderr)
+        return Interrupted.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The whole method in one place, top-down.
+
+:func:`transfer` reads like the paper: load images, get segments, group labels,
+build losses, optimise, upsample, save. Each step is a module of its own; the
+command line, the web page and batch processing all call :func:`transfer` (or
+:func:`stylise` for tensors already in memory).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from . import io
+from .colour import segment_colour_transfer
+from .errors import DeviceError
+from .features import load_encoder
+from .losses import ContentLoss, PhotorealismLoss, SegmentStyleLoss
+from .masks import Segmentation, load_dpst_mask, match_segmentations
+from .optimise import Callback, optimise
+from .upsample import local_affine_upsample
+
+log = logging.getLogger(__name__)
+
+STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+
+@dataclass
+class TransferConfig:
+    """Every setting of a transfer. The defaults are the ones the benchmark reports.
+
+    Sizes are long sides in pixels. Weights multiply size-independent terms
+    (relative feature and Gram errors, Laplacian energy per pixel).
+    """
+
+    size: int = 384
+    output_size: int | None = None
+    iterations: int = 150
+    optimizer: Literal["adam", "lbfgs"] = "adam"
+    lr: float = 0.01
+    init: Literal["colour", "content", "noise", "style"] = "colour"
+    content_weight: float = 1.0
+    style_weight: float = 10.0
+    photo_weight: float = 100.0
+    content_layer: str = "conv4_2"
+    style_layers: tuple[str, ...] = STYLE_LAYERS
+    arch: Literal["vgg16", "vgg19"] = "vgg16"
+    weights: str | None = "default"
+    pooling: Literal["max", "avg"] = "avg"
+    affine_radius: int = 2
+    affine_eps: float = 1e-4
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class TransferResult:
+    """What :func:`stylise` returns.
+
+    Attributes:
+        image: ``(1, 3, H, W)`` in [0, 1] at the output size.
+        working: ``(1, 3, h, w)`` the optimised image at working size.
+        report: timings (s) per stage, loss terms, settings, weights, segments.
+    """
+
+    image: torch.Tensor
+    working: torch.Tensor
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA when present; asking for CUDA without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu or cuda") from err
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def stylise(
+    content: torch.Tensor,
+    style: torch.Tensor,
+    content_seg: Segmentation | None = None,
+    style_seg: Segmentation | None = None,
+    config: TransferConfig | None = None,
+    callback: Callback | None = None,
+    timer: _Timer | None = None,
+) -> TransferResult:
+    """Give ``content`` the look of ``style``, segment by segment.
+
+    Args:
+        content: ``(1, 3, H, W)`` RGB in [0, 1], full resolution.
+        style: ``(1, 3, H', W')`` RGB in [0, 1].
+        content_seg: segments of the content (any size; resized here), or ``None`` for one segment.
+        style_seg: segments of the style photo with the same labels in the same order.
+        config: settings (defaults: :class:`TransferConfig`).
+        callback: called after each optimisation step (progress, intermediate saves).
+
+    Returns:
+        :class:`TransferResult`.
+    """
+    config = config or TransferConfig()
+    timer = timer or _Timer()
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+
+    with timer("prepare"):
+        content_full = content.to(device)
+        content_small = io.resize_long_side(content_full, config.size)
+        style_small = io.resize_long_side(style.to(device), config.size)
+        h, w = content_small.shape[-2:]
+        if content_seg is None or style_seg is None:
+            content_seg = Segmentation(content_small.new_ones(1, 1, h, w), ["all"])
+            style_seg = Segmentation(style_small.new_ones(1, 1, *style_small.shape[-2:]), ["all"])
+        content_masks = content_seg.resize(h, w).masks.to(device)
+        style_masks = style_seg.resize(*style_small.shape[-2:]).masks.to(device)
+
+    with timer("build_losses"):
+        layers = sorted({config.content_layer, *config.style_layers})
+        encoder = load_encoder(config.arch, weights=config.weights, layers=layers, pooling=config.pooling).to(device)
+        with torch.no_grad():
+            content_feats = encoder(content_small)
+            style_feats = encoder(style_small)
+        content_loss = ContentLoss(content_feats[config.content_layer])
+        style_loss = SegmentStyleLoss({n: style_feats[n] for n in config.style_layers}, style_masks, content_masks)
+        photo_loss = PhotorealismLoss(content_small)
+
+    def objective(image: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = encoder(image)
+        terms = {
+            "content": content_loss(feats[config.content_layer]),
+            "style": style_loss(feats),
+            "photo": photo_loss(image),
+        }
+        terms["total"] = (
+            config.content_weight * terms["content"]
+            + config.style_weight * terms["style"]
+            + config.photo_weight * terms["photo"]
+        )
+        return terms
+
+    with timer("init"):
+        init = _start_point(config, content_small, style_small, content_masks, style_masks)
+
+    with timer("optimise"):
+        result = optimise(objective, init, config.iterations, config.optimizer, config.lr, callback)
+
+    with timer("upsample"):
+        out_h, out_w = content_full.shape[-2:]
+        if config.output_size is not None:
+            content_full = io.resize_long_side(content_full, config.output_size)
+        image = local_affine_upsample(
+            content_small, result.image, content_full, radius=config.affine_radius, eps=config.affine_eps
+        )
+
+    report = {
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+        "device": str(device),
+        "network": encoder.description,
+        "segments": list(content_seg.labels),
+        "working_size": [int(h), int(w)],
+        "output_size": list(image.shape[-2:]),
+        "loss": result.terms,
+        "steps": result.steps,
+        "interrupted": result.interrupted,
+        "seconds": timer.seconds,
+    }
+    return TransferResult(image=image, working=result.image, report=report)
+
+
+def _start_point(
+    config: TransferConfig,
+    content: torch.Tensor,
+    style: torch.Tensor,
+    content_masks: torch.Tensor,
+    style_masks: torch.Tensor,
+) -> torch.Tensor:
+    """The image the optimisation starts from, ``(1, 3, h, w)`` in [0, 1]."""
+    if config.init == "colour":
+        return segment_colour_transfer(content, style, content_masks, style_masks)
+    if config.init == "content":
+        return content.clone()
+    if config.init == "noise":
+        generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        noise = torch.rand(content.shape, generator=generator).to(content.device)
+        return 0.5 * content + 0.5 * noise
+    if config.init == "style":
+        return torch.nn.functional.interpolate(style, size=content.shape[-2:], mode="bilinear", antialias=True)
+    raise ValueError(f"unknown init {config.init!r}; expected colour, content, noise or style")
+
+
+def load_segmentations(
+    content_mask: str | Path | None, style_mask: str | Path | None, content_size: tuple[int, int], style_size: tuple[int, int]
+) -> tuple[Segmentation | None, Segmentation | None, list[str]]:
+    """Hand-made DPST masks for both photos, matched label by label (or ``None`` when not given)."""
+    if content_mask is None and style_mask is None:
+        return None, None, []
+    if content_mask is None or style_mask is None:
+        raise ValueError("give --content-mask and --style-mask together")
+    content_seg = load_dpst_mask(content_mask, size=content_size)
+    style_seg = load_dpst_mask(style_mask, size=style_size)
+    return match_segmentations(content_seg, style_seg)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def transfer(
+    content_path: str | Path,
+    style_path: str | Path,
+    output_path: str | Path,
+    config: TransferConfig | None = None,
+    content_mask: str | Path | None = None,
+    style_mask: str | Path | None = None,
+    overwrite: bool = False,
+    callback: Callback | None = None,
+) -> TransferResult:
+    """Files in, file out: the command line's ``transfer``.
+
+    Loads both photos, reads the masks, runs :func:`stylise` and writes the result
+    atomically next to nothing else (the content's EXIF and alpha are kept).
+    """
+    timer = _Timer()
+    with timer("load"):
+        content = io.load_image(content_path)
+        style = io.load_image(style_path)
+    with timer("segment"):
+        content_seg, style_seg, notes = load_segmentations(
+            content_mask, style_mask, tuple(content.tensor.shape[-2:]), tuple(style.tensor.shape[-2:])
+        )
+    result = stylise(content.tensor, style.tensor, content_seg, style_seg, config, callback, timer)
+    with timer("save"):
+        io.save_image(
+            result.image.cpu(), output_path, alpha=content.alpha, exif=content.exif, overwrite=overwrite
+        )
+    result.report["segment_notes"] = notes
+    result.report["peak_rss_mb"] = peak_rss_mb()
+    return result

@@ -1,0 +1,43 @@
+import torch
+from kornia.color import rgb_to_lab
+
+from photostyle.colour import segment_colour_transfer
+
+
+def _two_halves(h, w):
+    m = torch.zeros(1, 2, h, w)
+    m[:, 0, :, : w // 2] = 1
+    m[:, 1, :, w // 2 :] = 1
+    return m
+
+
+def test_global_transfer_matches_lab_mean_and_std():
+    torch.manual_seed(0)
+    content = torch.rand(1, 3, 32, 32) * 0.5 + 0.25
+    style = torch.rand(1, 3, 24, 40) * 0.3 + torch.tensor([0.6, 0.3, 0.1]).view(1, 3, 1, 1)
+    out = segment_colour_transfer(content, style)
+    lab_o, lab_s = rgb_to_lab(out), rgb_to_lab(style)
+    assert torch.allclose(lab_o.mean((2, 3)), lab_s.mean((2, 3)), atol=1.5)
+    assert torch.allclose(lab_o.std((2, 3)), lab_s.std((2, 3)), rtol=0.15, atol=0.5)
+
+
+def test_each_segment_takes_its_own_colours():
+    content = torch.full((1, 3, 20, 20), 0.5) + 0.05 * torch.rand(1, 3, 20, 20)
+    style = torch.zeros(1, 3, 20, 20)
+    style[:, 0, :, :10] = 0.9  # left red
+    style[:, 2, :, 10:] = 0.9  # right blue
+    m = _two_halves(20, 20)
+    out = segment_colour_transfer(content, style, m, m, feather=0)
+    left, right = out[0, :, :, :8].mean((1, 2)), out[0, :, :, 12:].mean((1, 2))
+    assert left[0] > left[2] + 0.3
+    assert right[2] > right[0] + 0.3
+
+
+def test_mask_count_mismatch_is_an_error():
+    content, style = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    try:
+        segment_colour_transfer(content, style, _two_halves(8, 8), torch.ones(1, 1, 8, 8))
+    except ValueError as err:
+        assert "same number of segments" in str(err)
+    else:
+        raise AssertionError("expected ValueError")
