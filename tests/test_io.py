@@ -1,0 +1,400 @@
+import io
+import os
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageCms
+
+from photostyle.errors import InputError, OutputError
+from photostyle.io import LoadedImage, load_image, resize_long_side, save_image, srgb_profile
+
+
+def _random_rgb(h: int = 12, w: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def _swapped_srgb_profile() -> bytes:
+    """sRGB with the red and green primaries swapped: a valid RGB profile that is not sRGB."""
+    data = bytearray(srgb_profile())
+    (count,) = struct.unpack(">I", data[128:132])
+    table = {bytes(data[132 + 12 * i : 136 + 12 * i]): 132 + 12 * i for i in range(count)}
+    r, g = table[b"rXYZ"], table[b"gXYZ"]
+    data[r + 4 : r + 12], data[g + 4 : g + 12] = data[g + 4 : g + 12], data[r + 4 : r + 12]
+    return bytes(data)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# ---- reading: formats and modes -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix, fmt", [(".png", "PNG"), (".bmp", "BMP"), (".tif", "TIFF")])
+def test_lossless_formats_load_exactly(tmp_path, suffix, fmt):
+    pixels = _random_rgb()
+    path = tmp_path / f"photo{suffix}"
+    Image.fromarray(pixels).save(path, format=fmt)
+    loaded = load_image(path)
+    assert isinstance(loaded, LoadedImage)
+    assert loaded.tensor.shape == (1, 3, 12, 16) and loaded.tensor.dtype == torch.float32
+    assert torch.equal(loaded.tensor, torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255)
+    assert loaded.alpha is None and loaded.mode == "RGB" and loaded.bit_depth == 8
+
+
+def test_jpeg_and_webp_load_close(tmp_path):
+    pixels = np.full((16, 16, 3), (200, 60, 30), np.uint8)
+    for fmt, suffix in (("JPEG", ".jpg"), ("WEBP", ".webp")):
+        path = tmp_path / f"photo{suffix}"
+        Image.fromarray(pixels).save(path, format=fmt, quality=95)
+        loaded = load_image(path)
+        expected = torch.tensor([200, 60, 30]).view(1, 3, 1, 1) / 255
+        assert (loaded.tensor - expected).abs().max() < 0.03, fmt
+
+
+def test_png_named_jpg_is_sniffed(tmp_path):
+    path = tmp_path / "actually_png.jpg"
+    Image.fromarray(_random_rgb()).save(path, format="PNG")
+    assert load_image(path).tensor.shape == (1, 3, 12, 16)
+
+
+def test_sixteen_bit_greyscale_png_keeps_precision(tmp_path):
+    values = np.array([[0, 1, 32768, 65535]], dtype=np.uint16)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(values).save(path)
+    loaded = load_image(path)
+    assert loaded.bit_depth == 16 and loaded.mode.startswith("I;16")
+    expected = torch.from_numpy(values.astype(np.float32) / 65535)
+    for c in range(3):
+        assert torch.allclose(loaded.tensor[0, c], expected, atol=1e-7)
+
+
+def test_sixteen_bit_rgb_png_loads_with_its_depth_reported(tmp_path):
+    image = torch.rand(1, 3, 5, 7, generator=torch.Generator().manual_seed(1))
+    path = save_image(image, tmp_path / "rgb48.png", bit_depth=16)
+    loaded = load_image(path)
+    assert loaded.bit_depth == 16
+    assert (loaded.tensor - image).abs().max() <= 1 / 255 + 1e-6  # PIL decodes 48-bit RGB at 8 bits
+
+
+@pytest.mark.parametrize("scale", [1.0, 255.0, 65535.0])
+def test_float_tiff_is_scaled(tmp_path, scale):
+    values = np.array([[0.0, 0.25], [0.5, 1.0]], dtype=np.float32)
+    path = tmp_path / "float.tif"
+    Image.fromarray(values * scale).save(path)
+    loaded = load_image(path)
+    assert loaded.mode == "F" and loaded.bit_depth == 32
+    assert torch.allclose(loaded.tensor[0, 1], torch.from_numpy(values), atol=1e-6)
+
+
+def test_cmyk_jpeg_converted(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(path, quality=100)
+    loaded = load_image(path)
+    assert loaded.mode == "CMYK"
+    red = loaded.tensor[0, :, 4, 4]
+    assert red[0] > 0.9 and red[1] < 0.1 and red[2] < 0.1
+
+
+def test_exif_orientation_applied_and_reset(tmp_path):
+    stored = np.zeros((10, 20, 3), np.uint8)
+    stored[:2, :2] = 255  # white corner at top-left as stored
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    for suffix in (".jpg", ".png"):
+        path = tmp_path / f"rotated{suffix}"
+        image.save(path, exif=exif.tobytes())
+        loaded = load_image(path)
+        assert loaded.tensor.shape == (1, 3, 20, 10), suffix
+        assert loaded.tensor[0, :, 0, 9].min() > 0.8 and loaded.tensor[0, :, 0, 0].max() < 0.2  # corner now top-right
+        reread = Image.Exif()
+        reread.load(loaded.exif)
+        assert reread[0x0112] == 1
+
+
+def test_greyscale_replicated(tmp_path):
+    path = tmp_path / "grey.png"
+    Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4) * 20).save(path)
+    t = load_image(path).tensor
+    assert torch.equal(t[:, 0], t[:, 1]) and torch.equal(t[:, 1], t[:, 2])
+    assert t[0, 0, 2, 3] == pytest.approx(220 / 255)
+
+
+def test_palette_with_transparency(tmp_path):
+    image = Image.new("P", (4, 4), 1)
+    image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    image.putpixel((0, 0), 0)
+    path = tmp_path / "palette.png"
+    image.save(path, transparency=0)
+    loaded = load_image(path)
+    assert loaded.alpha is not None and loaded.alpha.shape == (1, 1, 4, 4)
+    assert loaded.alpha[0, 0, 0, 0] == 0 and loaded.alpha[0, 0, 1:, :].min() == 1
+    assert torch.allclose(loaded.tensor[0, :, 2, 2], torch.tensor([1.0, 0.0, 0.0]))
+
+
+def test_rgba_alpha_separate_and_colour_unflattened(tmp_path):
+    pixels = np.zeros((2, 2, 4), np.uint8)
+    pixels[..., :3] = (10, 200, 30)
+    pixels[..., 3] = [[0, 128], [255, 255]]
+    path = tmp_path / "rgba.png"
+    Image.fromarray(pixels).save(path)
+    loaded = load_image(path)
+    assert torch.allclose(loaded.alpha[0, 0], torch.tensor([[0, 128], [255, 255]]) / 255)
+    assert torch.allclose(loaded.tensor[0, :, 0, 0], torch.tensor([10, 200, 30]) / 255)  # colour kept
+
+
+def test_one_pixel_image(tmp_path):
+    path = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(path)
+    assert torch.equal(load_image(path).tensor, torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1))
+
+
+def test_icc_profile_converted_to_srgb(tmp_path):
+    icc = _swapped_srgb_profile()
+    path = tmp_path / "tagged.png"
+    Image.new("RGB", (3, 3), (255, 0, 0)).save(path, icc_profile=icc)
+    loaded = load_image(path)
+    assert loaded.icc_profile == icc
+    assert torch.allclose(loaded.tensor[0, :, 1, 1], torch.tensor([0.0, 1.0, 0.0]), atol=0.02)
+    raw = load_image(path, colour_manage=False)
+    assert torch.allclose(raw.tensor[0, :, 1, 1], torch.tensor([1.0, 0.0, 0.0]))
+
+
+def test_broken_icc_profile_warns_and_loads(tmp_path):
+    path = tmp_path / "badicc.png"
+    Image.new("RGB", (3, 3), (0, 0, 255)).save(path, icc_profile=b"not a profile at all")
+    with pytest.warns(UserWarning, match="ICC profile unusable"):
+        loaded = load_image(path)
+    assert torch.allclose(loaded.tensor[0, :, 0, 0], torch.tensor([0.0, 0.0, 1.0]))
+
+
+# ---- reading: refusals ----------------------------------------------------------------------
+
+
+def _truncated_jpeg(path: Path) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(_random_rgb(64, 64)).save(buffer, format="JPEG")
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (_truncated_jpeg, "truncated or corrupt"),
+        (lambda p: p.write_bytes(b""), "empty"),
+        (lambda p: p.write_text("hello, this is not a picture\n"), "not an image"),
+        (lambda p: p.mkdir(), "directory"),
+        (lambda p: None, "no such file"),
+        (lambda p: p.write_bytes(_png_header_only(100_000, 100_000)), "decompression bomb|megapixels"),
+        (lambda p: p.write_bytes(_png_header_only(12_000, 12_000)), "144 megapixels, more than the limit"),
+    ],
+    ids=["truncated", "zero-byte", "text", "directory", "missing", "bomb", "over-max-pixels"],
+)
+def test_unusable_files_raise_input_error(tmp_path, make, match):
+    path = tmp_path / "input.jpg"
+    make(path)
+    with pytest.raises(InputError, match=match) as info:
+        load_image(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+
+
+def test_max_pixels_checked_before_decoding(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (100, 100)).save(path)
+    with pytest.raises(InputError, match="raise max_pixels"):
+        load_image(path, max_pixels=9_999)
+    assert load_image(path, max_pixels=10_000).tensor.shape == (1, 3, 100, 100)
+
+
+def test_no_file_handles_leak(tmp_path):
+    good = tmp_path / "good.png"
+    Image.new("RGB", (4, 4)).save(good)
+    bad = tmp_path / "bad.jpg"
+    _truncated_jpeg(bad)
+    load_image(good)
+    before = _open_fds()
+    for _ in range(20):
+        load_image(good)
+        with pytest.raises(InputError):
+            load_image(bad)
+    assert _open_fds() == before
+
+
+_SIGNATURES = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"RIFF"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prefix=st.sampled_from(_SIGNATURES), body=st.binary(max_size=400))
+def test_random_bytes_load_or_raise_input_error(tmp_path, prefix, body):
+    path = tmp_path / "fuzz.img"
+    path.write_bytes(prefix + body)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            loaded = load_image(path, max_pixels=1_000_000)
+        except InputError:
+            return
+    assert loaded.tensor.ndim == 4 and loaded.tensor.shape[1] == 3
+    assert float(loaded.tensor.min()) >= 0 and float(loaded.tensor.max()) <= 1
+
+
+# ---- writing --------------------------------------------------------------------------------
+
+
+def test_png_round_trip_is_exact(tmp_path):
+    pixels = _random_rgb(9, 11, seed=3)
+    source = tmp_path / "in.png"
+    Image.fromarray(pixels).save(source)
+    loaded = load_image(source)
+    out = save_image(loaded.tensor, tmp_path / "out.png")
+    assert np.array_equal(np.asarray(Image.open(out)), pixels)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".JPEG", ".png", ".tif", ".tiff", ".webp", ".bmp"])
+def test_every_format_writes_a_readable_file(tmp_path, suffix):
+    image = torch.full((1, 3, 6, 8), 0.5)
+    out = save_image(image, tmp_path / f"out{suffix}")
+    assert (load_image(out).tensor - 0.5).abs().max() < 0.03
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left
+
+
+def test_refuses_to_overwrite_without_flag(tmp_path):
+    target = tmp_path / "result.png"
+    target.write_bytes(b"precious")
+    with pytest.raises(OutputError, match="--overwrite"):
+        save_image(torch.zeros(1, 3, 2, 2), target)
+    assert target.read_bytes() == b"precious"
+    save_image(torch.zeros(1, 3, 2, 2), target, overwrite=True)
+    assert load_image(target).tensor.shape == (1, 3, 2, 2)
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_unknown_suffix_lists_valid_ones(tmp_path):
+    with pytest.raises(OutputError, match=r"\.png.*\.webp"):
+        save_image(torch.zeros(1, 3, 2, 2), tmp_path / "out.gif")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_folder_is_reported(tmp_path):
+    with pytest.raises(OutputError, match="does not exist; create it first"):
+        save_image(torch.zeros(1, 3, 2, 2), tmp_path / "missing" / "out.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_folder_leaves_nothing(tmp_path):
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o500)
+    try:
+        if os.access(readonly, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        with pytest.raises(OutputError, match="cannot write"):
+            save_image(torch.zeros(1, 3, 2, 2), readonly / "out.png")
+        assert list(readonly.iterdir()) == []
+    finally:
+        readonly.chmod(0o700)
+
+
+def test_encoder_failure_cleans_up(tmp_path, monkeypatch):
+    def fail_halfway(self, fp, format=None, **params):
+        fp.write(b"partial data")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", fail_halfway)
+    with pytest.raises(OutputError, match="cannot write the image .disk full"):
+        save_image(torch.zeros(1, 3, 2, 2), tmp_path / "out.jpg")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sixteen_bit_png_is_exact(tmp_path):
+    values = torch.tensor([0, 1, 257, 32768, 65534, 65535], dtype=torch.float64) / 65535
+    image = torch.stack([values, values.flip(0), values]).view(1, 3, 1, 6).repeat(1, 1, 3, 1).float()
+    alpha = torch.linspace(0, 1, 18).view(1, 1, 3, 6)
+    out = save_image(image, tmp_path / "deep.png", alpha=alpha, bit_depth=16)
+    data = out.read_bytes()
+    assert Image.open(out).size == (6, 3)  # a valid PNG (PIL checks the CRCs)
+    idat = data.index(b"IDAT")
+    (length,) = struct.unpack(">I", data[idat - 4 : idat])
+    raw = np.frombuffer(zlib.decompress(data[idat + 4 : idat + 4 + length]), np.uint8).reshape(3, -1)
+    assert (raw[:, 0] == 2).all()  # 'Up' filter
+    rows = np.cumsum(raw[:, 1:], axis=0, dtype=np.uint8)  # undo Up: running sum modulo 256
+    decoded = rows.view(">u2").reshape(3, 6, 4).astype(np.int64)
+    expected = np.rint(torch.cat([image, alpha], 1)[0].permute(1, 2, 0).double().numpy() * 65535)
+    assert np.array_equal(decoded, expected)
+
+
+def test_sixteen_bit_only_png(tmp_path):
+    with pytest.raises(OutputError, match="PNG only"):
+        save_image(torch.zeros(1, 3, 2, 2), tmp_path / "deep.tif", bit_depth=16)
+
+
+def test_alpha_and_metadata_written(tmp_path):
+    image = torch.rand(1, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    alpha = torch.zeros(1, 1, 4, 5)
+    alpha[..., :2, :] = 1
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    exif[0x010F] = "Camera maker"
+    out = save_image(image, tmp_path / "out.png", alpha=alpha, exif=exif.tobytes(), icc_profile=srgb_profile())
+    loaded = load_image(out)
+    assert torch.equal(loaded.alpha, alpha)
+    assert loaded.tensor.shape == (1, 3, 4, 5)  # orientation was reset, so no rotation on reload
+    reread = Image.Exif()
+    reread.load(loaded.exif)
+    assert reread[0x0112] == 1 and reread[0x010F] == "Camera maker"
+    assert loaded.icc_profile == srgb_profile()
+
+
+def test_jpeg_with_alpha_composited_on_white(tmp_path):
+    with pytest.warns(UserWarning, match="composited on white"):
+        out = save_image(torch.zeros(1, 3, 8, 8), tmp_path / "out.jpg", alpha=torch.zeros(1, 1, 8, 8))
+    assert load_image(out).tensor.min() > 0.95
+
+
+def test_save_converts_into_given_rgb_profile(tmp_path):
+    icc = _swapped_srgb_profile()
+    red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 3, 3)
+    out = save_image(red, tmp_path / "out.png", icc_profile=icc)
+    stored = np.asarray(Image.open(out))[1, 1]
+    assert stored[1] > 240 and stored[0] < 15  # stored as green in the swapped space ...
+    loaded = load_image(out)
+    assert loaded.icc_profile == icc
+    assert torch.allclose(loaded.tensor[0, :, 1, 1], torch.tensor([1.0, 0.0, 0.0]), atol=0.02)  # ... read as red
+
+
+def test_save_rejects_bad_shapes(tmp_path):
+    with pytest.raises(ValueError, match=r"\(1, 3, H, W\)"):
+        save_image(torch.zeros(3, 4, 4), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="alpha"):
+        save_image(torch.zeros(1, 3, 4, 4), tmp_path / "x.png", alpha=torch.zeros(1, 1, 2, 2))
+
+
+# ---- resizing -------------------------------------------------------------------------------
+
+
+def test_resize_long_side():
+    image = torch.rand(1, 3, 394, 700, generator=torch.Generator().manual_seed(0))
+    small = resize_long_side(image, 350)
+    assert small.shape == (1, 3, 197, 350)
+    assert small.min() >= 0 and small.max() <= 1
+    assert resize_long_side(image, 700) is image
+    tall = resize_long_side(torch.full((1, 3, 40, 10), 0.3), 8)
+    assert tall.shape == (1, 3, 8, 2) and torch.allclose(tall, torch.full_like(tall, 0.3), atol=1e-5)
