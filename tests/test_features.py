@@ -39,6 +39,7 @@ def test_state_dict_matches_torchvision(arch):
     assert {k: tuple(v.shape) for k, v in features.state_dict().items()} == expected
     assert len(features) == TORCHVISION_POOLS[arch][-1] + 1
     assert [i for i, m in enumerate(features) if isinstance(m, torch.nn.MaxPool2d)] == TORCHVISION_POOLS[arch]
+    assert [type(m).__name__ for m in vgg_features(arch, length=6)] == [type(m).__name__ for m in features[:6]]
     avg = vgg_features(arch, pooling="avg")
     assert [i for i, m in enumerate(avg) if isinstance(m, torch.nn.AvgPool2d)] == TORCHVISION_POOLS[arch]
 

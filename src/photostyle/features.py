@@ -60,16 +60,19 @@ def conv_specs(arch: Arch) -> list[ConvSpec]:
     return specs
 
 
-def vgg_features(arch: Arch, pooling: Literal["max", "avg"] = "max") -> nn.Sequential:
-    """The full ``features`` stack of torchvision's VGG16/VGG19, randomly initialised like torchvision.
+def vgg_features(arch: Arch, pooling: Literal["max", "avg"] = "max", *, length: int | None = None) -> nn.Sequential:
+    """The ``features`` stack of torchvision's VGG16/VGG19, randomly initialised like torchvision.
 
     With ``pooling="avg"`` every ``MaxPool2d(2, 2)`` becomes ``AvgPool2d(2, 2)`` (indices unchanged).
+    ``length`` keeps only the first ``length`` modules (default: all).
     """
     if pooling not in ("max", "avg"):
         raise InputError(f"pooling must be 'max' or 'avg' but received {pooling!r}")
     layers: list[nn.Module] = []
     channels = 3
     for v in _config(arch):
+        if length is not None and len(layers) >= length:
+            break
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2))
         else:
@@ -78,7 +81,7 @@ def vgg_features(arch: Arch, pooling: Literal["max", "avg"] = "max") -> nn.Seque
             nn.init.zeros_(conv.bias)
             layers += [conv, nn.ReLU(inplace=True)]
             channels = int(v)
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers[:length])
 
 
 class VGGEncoder(nn.Module):
@@ -126,7 +129,7 @@ class VGGEncoder(nn.Module):
         self._relu_index = {name: convs[name].index + 1 for name in self.layers}
         deepest = max(self.layers, key=self._relu_index.__getitem__)
         self.min_size = 2 ** convs[deepest].pools_before
-        self.features = vgg_features(arch, pooling)[: self._relu_index[deepest] + 1]
+        self.features = vgg_features(arch, pooling, length=self._relu_index[deepest] + 1)
 
         mean, std = _weights.IMAGENET_MEAN, _weights.IMAGENET_STD
         if weights is None:
