@@ -8,6 +8,7 @@ command line, the web page and batch processing all call :func:`transfer` (or
 
 from __future__ import annotations
 
+import functools
 import logging
 import resource
 import time
@@ -21,7 +22,7 @@ import torch
 from . import io
 from .colour import segment_colour_transfer
 from .errors import DeviceError
-from .features import load_encoder
+from .features import DEFAULT_LAYERS, VGGEncoder, load_encoder
 from .losses import ContentLoss, PhotorealismLoss, SegmentStyleLoss
 from .masks import Segmentation, load_dpst_mask, match_segmentations
 from .optimise import Callback, optimise
@@ -139,8 +140,8 @@ def stylise(
         style_masks = style_seg.resize(*style_small.shape[-2:]).masks.to(device)
 
     with timer("build_losses"):
-        layers = sorted({config.content_layer, *config.style_layers})
-        encoder = load_encoder(config.arch, weights=config.weights, layers=layers, pooling=config.pooling).to(device)
+        layers = tuple(sorted({config.content_layer, *config.style_layers}))
+        encoder = get_encoder(config.arch, config.weights, layers, config.pooling, str(device))
         with torch.no_grad():
             content_feats = encoder(content_small)
             style_feats = encoder(style_small)
@@ -189,6 +190,14 @@ def stylise(
         "seconds": timer.seconds,
     }
     return TransferResult(image=image, working=result.image, report=report)
+
+
+@functools.lru_cache(maxsize=4)
+def get_encoder(
+    arch: str, weights: str | None, layers: tuple[str, ...] = DEFAULT_LAYERS, pooling: str = "avg", device: str = "cpu"
+) -> VGGEncoder:
+    """The feature network, loaded once per process and settings (batch and web reuse it)."""
+    return load_encoder(arch, weights=weights, layers=layers, pooling=pooling, device=device)
 
 
 def _start_point(
