@@ -1,17 +1,26 @@
-"""Per-segment colour-statistics transfer in CIE Lab (after Reinhard et al. 2001).
+"""Per-segment colour transfer in CIE Lab.
 
-Used twice: as the start point of the optimisation (the colours are right from
-step one, so the optimiser only has to fix structure) and, on its own, as the
-classical baseline of the benchmark.
+Two methods, both segment by segment with feathered blending between segments:
+
+- ``"reinhard"``: match the mean and standard deviation of L, a, b
+  (Reinhard et al. 2001) — the benchmark's classical baseline;
+- ``"histogram"``: match the whole distribution of each channel (quantile
+  mapping), which also carries the style's contrast curve and colour spread.
+
+The optimisation starts from one of these: the colours are right from step one,
+so the optimiser only has to fix what statistics cannot (structure, local tone).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from kornia.color import lab_to_rgb, rgb_to_lab
 from kornia.filters import gaussian_blur2d
 
 _EPS = 1e-4
+_QUANTILES = 65
 
 
 def _soft_weights(masks: torch.Tensor, feather: float) -> torch.Tensor:
@@ -43,18 +52,41 @@ def _masked_stats(lab: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tenso
     return mean, var.clamp(min=_EPS).sqrt()
 
 
+def _masked_quantiles(lab: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Quantiles of each channel inside each (hard) segment: ``(K, 3, Q)``, increasing in Q."""
+    levels = torch.linspace(0, 1, _QUANTILES, device=lab.device, dtype=lab.dtype)
+    x = lab[0].flatten(1)  # (3, N)
+    out = []
+    for m in masks[0].flatten(1) > 0.5:  # (N,) per segment
+        values = x[:, m] if m.any() else x
+        q = torch.quantile(values, levels, dim=1).T  # (3, Q)
+        # Strictly increasing knots keep the interpolation well defined on flat segments.
+        out.append(q + torch.arange(_QUANTILES, device=lab.device, dtype=lab.dtype) * 1e-4)
+    return torch.stack(out)
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear map of ``x`` (C, N) through knots ``xp -> fp`` (C, Q), held flat outside."""
+    idx = torch.searchsorted(xp.contiguous(), x.contiguous()).clamp(1, xp.shape[-1] - 1)
+    x0, x1 = xp.gather(1, idx - 1), xp.gather(1, idx)
+    f0, f1 = fp.gather(1, idx - 1), fp.gather(1, idx)
+    t = ((x - x0) / (x1 - x0)).clamp(0, 1)
+    return f0 + t * (f1 - f0)
+
+
 def segment_colour_transfer(
     content: torch.Tensor,
     style: torch.Tensor,
     content_masks: torch.Tensor | None = None,
     style_masks: torch.Tensor | None = None,
     feather: float | None = None,
+    method: Literal["reinhard", "histogram"] = "reinhard",
 ) -> torch.Tensor:
-    """Match the Lab mean and standard deviation of each content segment to its style segment.
+    """Give each content segment the Lab colour statistics of its style segment.
 
     Segments are matched by channel index, so both mask tensors must carry the
     same labels in the same order. Pixels that no segment covers take the
-    global statistics. Soft (feathered) weights blend the per-segment transforms,
+    whole-photo statistics. Soft (feathered) weights blend the per-segment maps,
     which avoids hard seams where two segments meet.
 
     Args:
@@ -63,6 +95,7 @@ def segment_colour_transfer(
         content_masks: ``(1, K, H, W)`` in [0, 1], or ``None`` for one global segment.
         style_masks: ``(1, K, H', W')`` in [0, 1], or ``None``.
         feather: blending width in pixels (default: 1% of the content's long side).
+        method: ``"reinhard"`` (mean and std) or ``"histogram"`` (quantile mapping).
 
     Returns:
         ``(1, 3, H, W)`` RGB in [0, 1].
@@ -77,20 +110,26 @@ def segment_colour_transfer(
             f"expected the same number of segments in both photos but received "
             f"{content_masks.shape[1]} and {style_masks.shape[1]}"
         )
+    if method not in ("reinhard", "histogram"):
+        raise ValueError(f"expected method 'reinhard' or 'histogram' but received {method!r}")
     if feather is None:
         feather = 0.01 * max(content.shape[-2:])
 
     lab_c, lab_s = rgb_to_lab(content), rgb_to_lab(style)
-    ones_c = content.new_ones(1, 1, *content.shape[-2:])
-    ones_s = style.new_ones(1, 1, *style.shape[-2:])
-    # Statistics from hard masks, plus the whole photo for the uncovered part.
-    mean_c, std_c = _masked_stats(lab_c, torch.cat([content_masks, ones_c], 1))
-    mean_s, std_s = _masked_stats(lab_s, torch.cat([style_masks, ones_s], 1))
+    # Segments plus the whole photo, whose statistics serve the uncovered part.
+    masks_c = torch.cat([content_masks, content.new_ones(1, 1, *content.shape[-2:])], 1)
+    masks_s = torch.cat([style_masks, style.new_ones(1, 1, *style.shape[-2:])], 1)
+    if method == "reinhard":
+        mean_c, std_c = _masked_stats(lab_c, masks_c)
+        mean_s, std_s = _masked_stats(lab_s, masks_s)
+        scale = (std_s / std_c)[..., None, None]  # (K+1, 3, 1, 1)
+        mapped = (lab_c - mean_c[..., None, None]) * scale + mean_s[..., None, None]  # (K+1, 3, H, W)
+    else:
+        q_c, q_s = _masked_quantiles(lab_c, masks_c), _masked_quantiles(lab_s, masks_s)
+        flat = lab_c[0].flatten(1)
+        mapped = torch.stack([_interp(flat, qc, qs) for qc, qs in zip(q_c, q_s)]).view(-1, *lab_c.shape[1:])
 
     weights = _soft_weights(content_masks, feather)  # (1, K+1, H, W)
-    scale = (std_s / std_c)[..., None, None]  # (K+1, 3, 1, 1)
-    shifted = (lab_c - mean_c[..., None, None]) * scale + mean_s[..., None, None]  # (K+1, 3, H, W)
-    lab_out = (weights[0, :, None] * shifted).sum(0, keepdim=True)
+    lab_out = (weights[0, :, None] * mapped).sum(0, keepdim=True)
     lab_out = torch.cat([lab_out[:, :1].clamp(0, 100), lab_out[:, 1:].clamp(-128, 127)], 1)
     return lab_to_rgb(lab_out).clamp(0, 1)
-
