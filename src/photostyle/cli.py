@@ -77,6 +77,27 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import parse_scores, run_benchmark
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr)
+
+    report = run_benchmark(
+        args.pairs, args.out, config_from_args(args),
+        ids=[i.strip() for i in args.ids.split(",") if i.strip()] if args.ids else None,
+        limit=args.limit, masks=args.masks, scores=parse_scores(args.score), run=not args.no_run,
+        eval_size=args.eval_size, eval_weights=None if args.eval_weights == "none" else args.eval_weights,
+        progress=say,
+    )
+    failed = sum("error" in r for r in report["pairs"])
+    say(f"wrote {Path(args.out) / 'report.md'} ({len(report['pairs'])} pairs, {failed} failed) in {report['seconds']:.0f} s")
+    if report["interrupted"]:
+        raise Interrupted(f"interrupted; the report covers the pairs done so far in {args.out}")
+    return 0
+
+
 def _cmd_weights(args: argparse.Namespace) -> int:
     from . import weights
 
@@ -109,6 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_transfer_options(p)
     p.set_defaults(func=_cmd_transfer)
+
+    p = sub.add_parser("bench", help="score photostyle, the paper's results and baselines on a folder of pairs")
+    p.add_argument("--pairs", required=True, help="folder in DPST layout: input/inN.png, style/tarN.png, "
+                   "segmentation/inN.png + tarN.png, final_results/bestN.png (optional)")
+    p.add_argument("--out", required=True, help="output folder: report.json, report.md, photostyle/, sheets/, metrics/")
+    p.add_argument("--ids", help="comma-separated pair ids, e.g. 1,5,9 (default: all)")
+    p.add_argument("--limit", type=int, help="run at most N pairs")
+    p.add_argument("--masks", choices=["hand", "auto", "none"], default="hand",
+                   help="segments photostyle itself uses (default %(default)s); metrics always use the hand masks")
+    p.add_argument("--eval-size", type=int, default=350, help="long side in px at which all methods are scored (default %(default)s)")
+    p.add_argument("--eval-weights", default="default", help="VGG16 weights of the metrics; 'none' = random (smoke tests only)")
+    p.add_argument("--score", nargs="+", action="extend", default=[], metavar="NAME=DIR",
+                   help="also score another method: DIR holds one image per pair id (N.png, bestN.jpg, inN.png, ...)")
+    p.add_argument("--no-run", action="store_true", help="do not run photostyle; score the outputs already in --out")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _add_transfer_options(p)
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("weights", help="list pretrained weights, or fetch them")
     p.add_argument("--fetch", nargs="+", metavar="NAME", help="fetch and verify these weights")
