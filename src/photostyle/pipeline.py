@@ -46,7 +46,7 @@ class TransferConfig:
     iterations: int = 150
     optimizer: Literal["adam", "lbfgs"] = "adam"
     lr: float = 0.01
-    init: Literal["histogram", "reinhard", "content", "noise", "style"] = "histogram"
+    init: Literal["distribution", "reinhard", "content", "noise", "style"] = "distribution"
     content_weight: float = 1.0
     style_weight: float = 10.0
     photo_weight: float = 100.0
@@ -208,7 +208,7 @@ def _start_point(
     style_masks: torch.Tensor,
 ) -> torch.Tensor:
     """The image the optimisation starts from, ``(1, 3, h, w)`` in [0, 1]."""
-    if config.init in ("histogram", "reinhard"):
+    if config.init in ("distribution", "reinhard"):
         return segment_colour_transfer(content, style, content_masks, style_masks, method=config.init)
     if config.init == "content":
         return content.clone()
@@ -218,7 +218,7 @@ def _start_point(
         return 0.5 * content + 0.5 * noise
     if config.init == "style":
         return torch.nn.functional.interpolate(style, size=content.shape[-2:], mode="bilinear", antialias=True)
-    raise ValueError(f"unknown init {config.init!r}; expected histogram, reinhard, content, noise or style")
+    raise ValueError(f"unknown init {config.init!r}; expected distribution, reinhard, content, noise or style")
 
 
 def load_segmentations(
