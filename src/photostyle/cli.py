@@ -98,6 +98,41 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import jobs_from_csv, jobs_from_folder, run_batch
+    from .errors import InputError
+
+    if args.pairs and not (args.input or args.style):
+        jobs = jobs_from_csv(args.pairs, args.output, args.format)
+    elif args.input and args.style and not args.pairs:
+        jobs = jobs_from_folder(args.input, args.style, args.output, args.format)
+    else:
+        raise InputError("give --input DIR and --style PHOTO, or --pairs CSV (not both)")
+    summary = run_batch(jobs, config_from_args(args), overwrite=args.overwrite, progress=not args.quiet)
+    for line in summary.failure_lines():
+        print(f"failed: {line}", file=sys.stderr)
+    print(f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed "
+          f"in {summary.seconds:.0f} s; outputs in {args.output}", file=sys.stderr)
+    if summary.interrupted:
+        raise Interrupted("interrupted; finished outputs are kept and the next run skips them")
+    return summary.exit_code
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .web import create_app
+    except ImportError as err:
+        raise PhotostyleError(f"the web page needs {err.name}; install it with: pip install 'photostyle[web]'") from err
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"photostyle: listening on {args.host}: anyone who reaches it can upload photos", file=sys.stderr)
+    app = create_app(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels)
+    print(f"photostyle: open http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def _cmd_weights(args: argparse.Namespace) -> int:
     from . import weights
 
@@ -147,6 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     _add_transfer_options(p)
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("batch", help="style a folder of photos, or the pairs of a CSV; skips finished outputs")
+    p.add_argument("--input", help="folder of content photos (.jpg .jpeg .png .tif .tiff .webp .bmp, sorted by name)")
+    p.add_argument("--style", help="the style photo for every photo of --input")
+    p.add_argument("--pairs", help="CSV of content,style[,output][,content_mask,style_mask] (paths relative to it)")
+    p.add_argument("--output", required=True, help="output folder; files are named <content stem>.<format>")
+    p.add_argument("--format", choices=["jpg", "png", "tif"], default="jpg",
+                   help="output format (default %(default)s, JPEG quality 95; png/tif are lossless and keep alpha)")
+    p.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_transfer_options(p)
+    p.set_defaults(func=_cmd_batch)
+
+    p = sub.add_parser("serve", help="the web page: upload two photos, compare, download")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="default %(default)s")
+    p.add_argument("--max-upload-mb", type=float, default=20, help="largest photo file accepted (default %(default)s)")
+    p.add_argument("--max-pixels", type=float, default=40e6, help="largest photo accepted in pixels (default %(default).0f)")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("weights", help="list pretrained weights, or fetch them")
     p.add_argument("--fetch", nargs="+", metavar="NAME", help="fetch and verify these weights")
