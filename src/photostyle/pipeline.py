@@ -21,7 +21,8 @@ import torch
 
 from . import io
 from .colour import segment_colour_transfer
-from .errors import DeviceError
+from .critic import DEFAULT_OFFLINE_CRITIC, Critic, get_critic
+from .errors import DeviceError, WeightsError
 from .features import DEFAULT_LAYERS, VGGEncoder, load_encoder
 from .losses import ContentLoss, PhotorealismLoss, SegmentStyleLoss
 from .masks import Segmentation, load_dpst_mask, match_segmentations
@@ -57,6 +58,8 @@ class TransferConfig:
     pooling: Literal["max", "avg"] = "avg"
     affine_radius: int = 2
     affine_eps: float = 1e-4
+    critic: str = "none"
+    critic_weight: float = 0.05
     device: str = "auto"
     seed: int = 0
 
@@ -148,6 +151,7 @@ def stylise(
         content_loss = ContentLoss(content_feats[config.content_layer])
         style_loss = SegmentStyleLoss({n: style_feats[n] for n in config.style_layers}, style_masks, content_masks)
         photo_loss = PhotorealismLoss(content_small)
+        critic = get_quality_critic(config.critic, str(device))
 
     def objective(image: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = encoder(image)
@@ -156,11 +160,15 @@ def stylise(
             "style": style_loss(feats),
             "photo": photo_loss(image),
         }
-        terms["total"] = (
+        total = (
             config.content_weight * terms["content"]
             + config.style_weight * terms["style"]
             + config.photo_weight * terms["photo"]
         )
+        if critic is not None:
+            terms["critic"] = critic.loss(image)
+            total = total + config.critic_weight * terms["critic"]
+        terms["total"] = total
         return terms
 
     with timer("init"):
@@ -177,6 +185,15 @@ def stylise(
             content_small, result.image, content_full, radius=config.affine_radius, eps=config.affine_eps
         )
 
+    critic_report = None
+    if critic is not None:
+        with torch.no_grad():
+            critic_report = {
+                "name": critic.name,
+                "higher_is_better": critic.higher_is_better,
+                "before": float(critic(init)),
+                "after": float(critic(result.image)),
+            }
     report = {
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
         "device": str(device),
@@ -185,6 +202,7 @@ def stylise(
         "working_size": [int(h), int(w)],
         "output_size": list(image.shape[-2:]),
         "loss": result.terms,
+        "critic": critic_report,
         "steps": result.steps,
         "interrupted": result.interrupted,
         "seconds": timer.seconds,
@@ -198,6 +216,23 @@ def get_encoder(
 ) -> VGGEncoder:
     """The feature network, loaded once per process and settings (batch and web reuse it)."""
     return load_encoder(arch, weights=weights, layers=layers, pooling=pooling, device=device)
+
+
+@functools.lru_cache(maxsize=4)
+def get_quality_critic(name: str, device: str = "cpu") -> Critic | None:
+    """The aesthetic critic of the loss, loaded once per process.
+
+    ``"auto"`` is NIMA when its weights are present, else the offline NIQE, so the
+    term is never silently absent; the report names the critic that ran.
+    """
+    if name == "auto":
+        try:
+            return get_critic("nima").to(device)
+        except WeightsError as err:
+            log.warning("NIMA weights not available (%s); using the offline %s critic", err, DEFAULT_OFFLINE_CRITIC)
+            name = DEFAULT_OFFLINE_CRITIC
+    critic = get_critic(name)
+    return None if critic is None else critic.to(device)
 
 
 def _start_point(
