@@ -30,12 +30,16 @@ def _add_transfer_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iterations", type=int, default=d.iterations, help="optimisation steps (default %(default)s)")
     g.add_argument("--optimizer", choices=["adam", "lbfgs"], default=d.optimizer, help="Adam is the paper's")
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate, pixel units in [0,1] (default %(default)s)")
-    g.add_argument("--init", choices=["colour", "content", "noise", "style"], default=d.init,
-                   help="start point; colour = per-segment Lab statistics transfer (default %(default)s)")
+    g.add_argument("--init", choices=["distribution", "reinhard", "content", "noise", "style"], default=d.init,
+                   help="start point; distribution/reinhard = per-segment colour transfer (default %(default)s)")
     g.add_argument("--content-weight", type=float, default=d.content_weight, help="default %(default)s")
     g.add_argument("--style-weight", type=float, default=d.style_weight, help="default %(default)s")
     g.add_argument("--photo-weight", type=float, default=d.photo_weight,
                    help="Matting-Laplacian photorealism weight (default %(default)s)")
+    g.add_argument("--quality-critic", dest="critic", choices=["auto", "nima", "brisque", "niqe", "none"], default=d.critic,
+                   help="aesthetic term: NIMA (needs weights), the offline BRISQUE/NIQE, auto = NIMA else NIQE (default %(default)s)")
+    g.add_argument("--critic-weight", "--nima-weight", dest="critic_weight", type=float, default=d.critic_weight,
+                   help="weight of the aesthetic term (default %(default)s)")
     g.add_argument("--arch", choices=["vgg16", "vgg19"], default=d.arch, help="feature network (default %(default)s)")
     g.add_argument("--weights", default=d.weights,
                    help="'default' (registry), a path to a torchvision-layout state dict, or 'none' for random")
