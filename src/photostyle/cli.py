@@ -23,11 +23,17 @@ def _add_transfer_options(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs a transfer (transfer, bench, batch)."""
     from .pipeline import TransferConfig
 
+    from .presets import PRESETS
+
     d = TransferConfig()
     g = p.add_argument_group("transfer settings")
-    g.add_argument("--size", type=int, default=d.size, help="working resolution, long side in px (default %(default)s)")
+    g.add_argument("--preset", choices=list(PRESETS), default="balanced",
+                   help="speed/quality: sets --size, --iterations and --levels unless given (default %(default)s)")
+    g.add_argument("--size", type=int, default=None, help="working resolution, long side in px (default: from --preset)")
     g.add_argument("--output-size", type=int, default=None, help="output long side in px (default: the content's own size)")
-    g.add_argument("--iterations", type=int, default=d.iterations, help="optimisation steps (default %(default)s)")
+    g.add_argument("--iterations", type=int, default=None, help="optimisation steps per level (default: from --preset)")
+    g.add_argument("--levels", type=int, default=None,
+                   help="coarse-to-fine levels, each half the size of the next (default: from --preset)")
     g.add_argument("--optimizer", choices=["adam", "lbfgs"], default=d.optimizer, help="Adam is the paper's")
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate, pixel units in [0,1] (default %(default)s)")
     g.add_argument("--init", choices=["distribution", "reinhard", "content", "noise", "style"], default=d.init,
@@ -50,11 +56,12 @@ def _add_transfer_options(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     """Build a :class:`~photostyle.pipeline.TransferConfig` from parsed options."""
     from .pipeline import TransferConfig
+    from .presets import preset_config
 
-    values = {f.name: getattr(args, f.name) for f in fields(TransferConfig) if hasattr(args, f.name)}
+    values = {f.name: getattr(args, f.name) for f in fields(TransferConfig) if getattr(args, f.name, None) is not None}
     if values.get("weights") == "none":
         values["weights"] = None
-    return TransferConfig(**values)
+    return preset_config(args.preset, **values)
 
 
 def _cmd_transfer(args: argparse.Namespace) -> int:
@@ -63,7 +70,7 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     output = Path(args.output)
-    progress = ProgressCallback(config.iterations, quiet=args.quiet, save_every=args.save_every, output=output)
+    progress = ProgressCallback(config.iterations * config.levels, quiet=args.quiet, save_every=args.save_every, output=output)
     with progress:
         result = transfer(
             args.content, args.style, output, config,

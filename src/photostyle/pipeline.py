@@ -12,6 +12,7 @@ import functools
 import logging
 import resource
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class TransferConfig:
     size: int = 384
     output_size: int | None = None
     iterations: int = 150
+    levels: int = 1
     optimizer: Literal["adam", "lbfgs"] = "adam"
     lr: float = 0.01
     init: Literal["distribution", "reinhard", "content", "noise", "style"] = "distribution"
@@ -130,28 +132,94 @@ def stylise(
     timer = timer or _Timer()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-
-    with timer("prepare"):
-        content_full = content.to(device)
-        content_small = io.resize_long_side(content_full, config.size)
-        style_small = io.resize_long_side(style.to(device), config.size)
-        h, w = content_small.shape[-2:]
-        if content_seg is None or style_seg is None:
-            content_seg = Segmentation(content_small.new_ones(1, 1, h, w), ["all"])
-            style_seg = Segmentation(style_small.new_ones(1, 1, *style_small.shape[-2:]), ["all"])
-        content_masks = content_seg.resize(h, w).masks.to(device)
-        style_masks = style_seg.resize(*style_small.shape[-2:]).masks.to(device)
+    content_full, style = content.to(device), style.to(device)
+    if content_seg is None or style_seg is None:
+        content_seg = Segmentation(content.new_ones(1, 1, *content.shape[-2:]), ["all"])
+        style_seg = Segmentation(style.new_ones(1, 1, *style.shape[-2:]), ["all"])
 
     with timer("build_losses"):
         layers = tuple(sorted({config.content_layer, *config.style_layers}))
         encoder = get_encoder(config.arch, config.weights, layers, config.pooling, str(device))
-        with torch.no_grad():
-            content_feats = encoder(content_small)
-            style_feats = encoder(style_small)
-        content_loss = ContentLoss(content_feats[config.content_layer])
-        style_loss = SegmentStyleLoss({n: style_feats[n] for n in config.style_layers}, style_masks, content_masks)
-        photo_loss = PhotorealismLoss(content_small)
         critic = get_quality_critic(config.critic, str(device))
+
+    image = init = None
+    steps, interrupted, terms = 0, False, {}
+    for level, size in enumerate(level_sizes(config.size, config.levels)):
+        with timer("prepare"):
+            content_small = io.resize_long_side(content_full, size)
+            style_small = io.resize_long_side(style, size)
+            content_masks = content_seg.resize(*content_small.shape[-2:]).masks.to(device)
+            style_masks = style_seg.resize(*style_small.shape[-2:]).masks.to(device)
+        with timer("build_losses"):
+            objective = _objective(config, encoder, critic, content_small, style_small, content_masks, style_masks)
+        with timer("init"):
+            if image is None:
+                image = init = _start_point(config, content_small, style_small, content_masks, style_masks)
+            else:  # carry the coarser result over as a local affine recolouring: sharp at once
+                image = local_affine_upsample(previous, image, content_small, config.affine_radius, config.affine_eps)
+        with timer("optimise"):
+            offset = level * config.iterations
+            step_callback = None if callback is None else (lambda i, x, t, o=offset: callback(o + i, x, t))
+            result = optimise(objective, image, config.iterations, config.optimizer, config.lr, step_callback)
+        image, previous = result.image, content_small
+        steps, terms = steps + result.steps, result.terms
+        if result.interrupted:
+            interrupted = True
+            break
+
+    with timer("upsample"):
+        if config.output_size is not None:
+            content_full = io.resize_long_side(content_full, config.output_size)
+        output = local_affine_upsample(previous, image, content_full, config.affine_radius, config.affine_eps)
+
+    critic_report = None
+    if critic is not None:
+        with torch.no_grad():
+            critic_report = {
+                "name": critic.name,
+                "higher_is_better": critic.higher_is_better,
+                "before": float(critic(init)),
+                "after": float(critic(image)),
+            }
+    report = {
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+        "device": str(device),
+        "network": encoder.description,
+        "segments": list(content_seg.labels),
+        "working_size": list(image.shape[-2:]),
+        "output_size": list(output.shape[-2:]),
+        "loss": terms,
+        "critic": critic_report,
+        "steps": steps,
+        "interrupted": interrupted,
+        "seconds": timer.seconds,
+    }
+    return TransferResult(image=output, working=image, report=report)
+
+
+def level_sizes(size: int, levels: int) -> list[int]:
+    """Working long sides of the coarse-to-fine pyramid, coarsest first, each half the next."""
+    if levels < 1:
+        raise ValueError(f"expected levels >= 1 but received {levels}")
+    return [max(32, round(size / 2 ** (levels - 1 - i))) for i in range(levels)]
+
+
+def _objective(
+    config: TransferConfig,
+    encoder: VGGEncoder,
+    critic: Critic | None,
+    content: torch.Tensor,
+    style: torch.Tensor,
+    content_masks: torch.Tensor,
+    style_masks: torch.Tensor,
+) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """The weighted sum of the paper's loss terms for one working size."""
+    with torch.no_grad():
+        content_feats = encoder(content)
+        style_feats = encoder(style)
+    content_loss = ContentLoss(content_feats[config.content_layer])
+    style_loss = SegmentStyleLoss({n: style_feats[n] for n in config.style_layers}, style_masks, content_masks)
+    photo_loss = PhotorealismLoss(content)
 
     def objective(image: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = encoder(image)
@@ -171,43 +239,7 @@ def stylise(
         terms["total"] = total
         return terms
 
-    with timer("init"):
-        init = _start_point(config, content_small, style_small, content_masks, style_masks)
-
-    with timer("optimise"):
-        result = optimise(objective, init, config.iterations, config.optimizer, config.lr, callback)
-
-    with timer("upsample"):
-        out_h, out_w = content_full.shape[-2:]
-        if config.output_size is not None:
-            content_full = io.resize_long_side(content_full, config.output_size)
-        image = local_affine_upsample(
-            content_small, result.image, content_full, radius=config.affine_radius, eps=config.affine_eps
-        )
-
-    critic_report = None
-    if critic is not None:
-        with torch.no_grad():
-            critic_report = {
-                "name": critic.name,
-                "higher_is_better": critic.higher_is_better,
-                "before": float(critic(init)),
-                "after": float(critic(result.image)),
-            }
-    report = {
-        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
-        "device": str(device),
-        "network": encoder.description,
-        "segments": list(content_seg.labels),
-        "working_size": [int(h), int(w)],
-        "output_size": list(image.shape[-2:]),
-        "loss": result.terms,
-        "critic": critic_report,
-        "steps": result.steps,
-        "interrupted": result.interrupted,
-        "seconds": timer.seconds,
-    }
-    return TransferResult(image=image, working=result.image, report=report)
+    return objective
 
 
 @functools.lru_cache(maxsize=4)
