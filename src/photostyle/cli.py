@@ -144,6 +144,40 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from .errors import InputError
+    from .grouping import METRICS
+    from .io import load_image
+    from .masks import save_colour_mask
+    from .segmentation.auto import choose_segmenter, save_overlay, segment_pair
+
+    if args.similarity_metric not in METRICS:
+        raise InputError(f"unknown --similarity-metric {args.similarity_metric!r}; choose one of {', '.join(METRICS)}")
+    if len(args.images) > 2:
+        raise InputError(f"segment takes one photo or a content and a style photo but received {len(args.images)}")
+    images = [load_image(path).tensor for path in args.images]
+    if len(images) == 1:
+        backend, notes = choose_segmenter(args.segmenter)
+        segs, names, name, grouping = [backend.segment(images[0])], ["image"], backend.name, None
+    else:
+        outcome = segment_pair(images[0], images[1], segmenter=args.segmenter, metric=args.similarity_metric,
+                               threshold=args.semantic_threshold, min_fraction=args.min_fraction)
+        segs, names, notes = [outcome.content, outcome.style], ["content", "style"], outcome.notes
+        name, grouping = outcome.segmenter, outcome.grouping
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for role, path, image, seg in zip(names, args.images, images, segs):
+        save_colour_mask(seg, out / f"{role}_mask.png", overwrite=args.overwrite)
+        save_overlay(image, seg, out / f"{role}_overlay.png", overwrite=args.overwrite)
+    summary = {"segmenter": name, "images": {role: {"path": str(path), "labels": seg.labels,
+               "coverage": [round(float(c), 4) for c in seg.coverage()]} for role, path, seg in zip(names, args.images, segs)},
+               "grouping": grouping, "notes": notes}
+    (out / "grouping.json").write_text(json.dumps(summary, indent=2))
+    if not args.quiet:
+        print(f"wrote masks, overlays and grouping.json to {out} ({name}: {', '.join(segs[0].labels)})", file=sys.stderr)
+    return 0
+
+
 def _cmd_weights(args: argparse.Namespace) -> int:
     from . import weights
 
@@ -212,6 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest photo file accepted (default %(default)s)")
     p.add_argument("--max-pixels", type=float, default=40e6, help="largest photo accepted in pixels (default %(default).0f)")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("segment", help="segment one photo, or a content and style pair, and show the segments")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="one photo, or a content and a style photo")
+    p.add_argument("-o", "--output", required=True, help="folder for *_mask.png, *_overlay.png and grouping.json")
+    p.add_argument("--segmenter", default="auto", help="auto (ADE20K if available locally, else coseg), ade20k or coseg")
+    p.add_argument("--similarity-metric", default="li", help="WordNet metric for grouping labels (default %(default)s)")
+    p.add_argument("--semantic-threshold", type=float, default=0.8, help="merge labels this similar (default %(default)s)")
+    p.add_argument("--min-fraction", type=float, default=0.01, help="merge segments smaller than this (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in the folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    p.set_defaults(func=_cmd_segment)
 
     p = sub.add_parser("weights", help="list pretrained weights, or fetch them")
     p.add_argument("--fetch", nargs="+", metavar="NAME", help="fetch and verify these weights")

@@ -1,7 +1,7 @@
 """Segmenter backends behind one contract, found by name through a registry.
 
 >>> from photostyle.segmentation import available_segmenters, get_segmenter
->>> "ade20k" in available_segmenters()
+>>> {"ade20k", "coseg"} <= set(available_segmenters())
 True
 
 Each backend module registers itself with :func:`register_segmenter` when imported here;
@@ -9,7 +9,7 @@ heavy dependencies (transformers) are imported only when a backend is built.
 """
 
 from photostyle.masks import Segmentation
-from photostyle.segmentation import ade20k
+from photostyle.segmentation import ade20k, coseg
 from photostyle.segmentation.base import (
     Segmenter,
     available_segmenters,
@@ -22,6 +22,7 @@ __all__ = [
     "Segmentation",
     "Segmenter",
     "ade20k",
+    "coseg",
     "available_segmenters",
     "check_image",
     "get_segmenter",

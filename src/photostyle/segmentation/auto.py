@@ -1,0 +1,202 @@
+"""The one function the pipeline calls to get matching segments for a content and a style photo.
+
+:func:`segment_pair` chooses between the user's hand-made masks, automatic segmentation and
+none, and for automatic segmentation between a labelled scene parser (ADE20K, whose labels
+are grouped by WordNet similarity as in Spenhouet et al. 2019) and unlabelled feature
+co-segmentation (``coseg``, which needs no extra weights). :func:`save_overlay` draws a
+segmentation over its photo with a legend, for the command line's ``segment``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from photostyle.errors import MaskError, WeightsError
+from photostyle.grouping import apply_grouping, group_labels, merge_small_segments_pair
+from photostyle.io import save_image
+from photostyle.masks import Segmentation, _legend, load_mask_pair
+from photostyle.segmentation.base import Segmenter, check_image, get_segmenter
+
+__all__ = ["Method", "SegmentationOutcome", "choose_segmenter", "save_overlay", "segment_pair"]
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["auto", "masks", "none"]
+
+
+@dataclass
+class SegmentationOutcome:
+    """What :func:`segment_pair` found.
+
+    Attributes:
+        content: segmentation of the content photo at its size, or ``None`` (method ``"none"``).
+        style: segmentation of the style photo at its size, with the same labels in the same order.
+        segmenter: ``"masks"``, ``"none"`` or the registry name of the backend used.
+        grouping: :meth:`photostyle.grouping.GroupingResult.to_dict` for labelled backends, else ``None``.
+        notes: one line per decision worth reporting (backend chosen, segments matched or dropped).
+    """
+
+    content: Segmentation | None
+    style: Segmentation | None
+    segmenter: str
+    grouping: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def choose_segmenter(name: str | Segmenter = "auto") -> tuple[Segmenter, list[str]]:
+    """The segmenter to use, and a note on the choice.
+
+    ``"auto"`` means ADE20K if its model is available locally (no download is tried), else
+    ``"coseg"``; another name is built from the registry with default settings; a
+    :class:`Segmenter` instance is used as is.
+
+    Raises:
+        InputError: unknown name; the message lists the registered ones.
+        WeightsError: the named backend cannot load its weights.
+    """
+    if isinstance(name, Segmenter):
+        return name, []
+    if name != "auto":
+        return get_segmenter(name), []
+    try:
+        return get_segmenter("ade20k", local_files_only=True), ["segmenter auto: ADE20K model found locally"]
+    except WeightsError as err:
+        logger.info("ADE20K unavailable, using coseg: %s", err)
+        return get_segmenter("coseg"), [
+            "segmenter auto: no local ADE20K model (fetch one with 'huggingface-cli download "
+            "nvidia/segformer-b0-finetuned-ade-512-512' to use it), so the photos were co-segmented (coseg)"
+        ]
+
+
+def segment_pair(
+    content: torch.Tensor,
+    style: torch.Tensor,
+    *,
+    method: Method = "auto",
+    segmenter: str | Segmenter = "auto",
+    content_mask: str | os.PathLike[str] | None = None,
+    style_mask: str | os.PathLike[str] | None = None,
+    metric: str = "li",
+    threshold: float = 0.8,
+    min_fraction: float = 0.01,
+) -> SegmentationOutcome:
+    """Segments with the same labels, in the same order, for a content and a style photo.
+
+    * ``method="masks"``: DPST colour-coded masks ``content_mask`` and ``style_mask`` are read
+      at each photo's size and matched by colour (:func:`~photostyle.masks.match_segmentations`).
+    * ``method="none"``: no segments (the transfer then uses one global style).
+    * ``method="auto"``: see :func:`choose_segmenter`. A labelled backend (ADE20K) segments each
+      photo, then labels are grouped by WordNet similarity (:func:`~photostyle.grouping.group_labels`
+      with ``metric``, ``threshold`` and the labels' areas) and the masks of each group summed; an
+      unlabelled one (coseg) segments the pair together. Either way segments smaller than
+      ``min_fraction`` of either photo are merged into a neighbour.
+
+    Args:
+        content: ``(1, 3, H, W)`` float RGB in [0, 1].
+        style: ``(1, 3, H', W')`` float RGB in [0, 1].
+        method: where segments come from.
+        segmenter: for ``"auto"``: ``"auto"``, a registry name, or a :class:`Segmenter`.
+        content_mask: for ``"masks"``: the content photo's DPST mask file.
+        style_mask: for ``"masks"``: the style photo's DPST mask file.
+        metric: WordNet similarity metric for grouping (:data:`photostyle.grouping.METRICS`).
+        threshold: similarity in [0, 1] at which shared labels merge.
+        min_fraction: smallest segment, as a fraction of each photo's area.
+
+    Returns:
+        :class:`SegmentationOutcome` with masks ``(1, K, H, W)`` and ``(1, K, H', W')``.
+
+    Raises:
+        MaskError: ``"masks"`` without both mask files, or masks that cannot be used.
+        WeightsError: the chosen backend's weights are missing.
+        ValueError: unknown ``method``.
+    """
+    check_image(content)
+    check_image(style)
+    if method == "none":
+        return SegmentationOutcome(None, None, "none", notes=["no segmentation: one global style"])
+    if method == "masks":
+        if content_mask is None or style_mask is None:
+            raise MaskError(f"segmentation 'masks' needs a content mask and a style mask but received "
+                            f"content_mask={content_mask}, style_mask={style_mask}; give both, or use 'auto'")
+        content_seg, style_seg, notes = load_mask_pair(
+            content_mask, style_mask, tuple(content.shape[-2:]), tuple(style.shape[-2:])
+        )
+        return SegmentationOutcome(content_seg.to(content.device), style_seg.to(style.device), "masks", notes=notes)
+    if method != "auto":
+        raise ValueError(f"unknown segmentation method {method!r}; expected 'auto', 'masks' or 'none'")
+
+    backend, notes = choose_segmenter(segmenter)
+    content_seg, style_seg = backend.segment_pair(content, style)
+    grouping = None
+    if backend.labelled:
+        areas: dict[str, float] = {}
+        for seg in (content_seg, style_seg):
+            for label, fraction in zip(seg.labels, seg.coverage().tolist()):
+                areas[label] = areas.get(label, 0.0) + fraction
+        result = group_labels(content_seg.labels, style_seg.labels, metric, threshold, areas=areas)
+        content_seg, style_seg = apply_grouping(content_seg, style_seg, result)
+        grouping = result.to_dict()
+        notes += [f"{d['photo']}: '{d['label']}' -> '{d['mapped_to']}' ({d['reason']}, similarity "
+                  f"{d['similarity']:.2f})" for d in result.decisions]
+    before = list(content_seg.labels)
+    content_seg, style_seg = merge_small_segments_pair(content_seg, style_seg, min_fraction)
+    merged = [label for label in before if label not in content_seg.labels]
+    if merged:
+        notes.append(f"segments under {min_fraction:.1%} of a photo merged into a neighbour: {', '.join(merged)}")
+    return SegmentationOutcome(content_seg, style_seg, backend.name, grouping, notes)
+
+
+def save_overlay(
+    image: torch.Tensor,
+    seg: Segmentation,
+    path: str | os.PathLike[str],
+    *,
+    opacity: float = 0.5,
+    overwrite: bool = False,
+) -> dict[str, tuple[int, int, int]]:
+    """Write ``image`` with each segment tinted in its colour and a legend box of the labels.
+
+    The colours are those of :func:`photostyle.masks.save_colour_mask` for the same labels.
+
+    Args:
+        image: ``(1, 3, H, W)`` RGB in [0, 1].
+        seg: its segmentation, masks ``(1, K, H, W)`` (resized to the image if needed).
+        path: destination image file.
+        opacity: weight in [0, 1] of the segment colour over the photo.
+        overwrite: replace an existing file.
+
+    Returns:
+        The legend: label -> RGB colour in 0..255.
+    """
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    check_image(image)
+    seg = seg.resize(*image.shape[-2:])
+    legend = _legend(seg.labels)
+    colours = torch.tensor([legend[label] for label in seg.labels], dtype=torch.float32).view(-1, 3, 1, 1) / 255
+    masks = seg.masks[0].float().cpu().unsqueeze(1)  # (K, 1, H, W)
+    cover = (opacity * masks.sum(0)).clamp(0, 1)  # (1, H, W)
+    tint = (masks * colours).sum(0) / masks.sum(0).clamp_min(1e-6)
+    blended = image[0].float().cpu() * (1 - cover) + tint * cover
+    pil = Image.fromarray((blended.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()).convert("RGBA")
+
+    font = ImageFont.load_default()
+    line, pad = 14, 4
+    width = max([int(ImageDraw.Draw(pil).textlength(label, font=font)) for label in seg.labels] + [0])
+    box = Image.new("RGBA", pil.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(box)
+    draw.rectangle((0, 0, 3 * pad + line + width, pad + len(seg.labels) * (line + pad)), fill=(0, 0, 0, 160))
+    for n, label in enumerate(seg.labels):
+        top = pad + n * (line + pad)
+        draw.rectangle((pad, top, pad + line, top + line), fill=(*legend[label], 255), outline=(255, 255, 255, 255))
+        draw.text((2 * pad + line, top + 1), label, fill=(255, 255, 255, 255), font=font)
+    pil = Image.alpha_composite(pil, box).convert("RGB")
+    out = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    save_image(out, path, overwrite=overwrite)
+    return legend
