@@ -1,7 +1,6 @@
 """The benchmark runner and `photostyle bench` on a tiny synthetic pairs folder."""
 
 import json
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -138,8 +137,3 @@ def test_cli_bench_no_run_and_score(bench, pairs_dir, other_dir):
     assert main([*common, "--score", "bad"]) == 2
 
 
-def test_auto_masks_need_the_pipelines_segmentation(pairs_dir, tmp_path):
-    if "segmentation" in {f.name for f in fields(TransferConfig)}:
-        pytest.skip("the pipeline has automatic segmentation")
-    with pytest.raises(InputError, match="--masks auto"):
-        run_benchmark(pairs_dir, tmp_path, masks="auto")

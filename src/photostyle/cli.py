@@ -11,12 +11,31 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
 from .errors import Interrupted, PhotostyleError
+
+
+def _bounded(kind: type, minimum: float, inclusive: bool = True):
+    """An argparse type: a finite ``kind`` (int or float) at least ``minimum`` (above it if not ``inclusive``)."""
+
+    what = f"{'an integer' if kind is int else 'a number'} {'>=' if inclusive else '>'} {minimum}"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} but received {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"expected {what} but received {text}")
+        return value
+
+    return parse
 
 
 def _add_transfer_options(p: argparse.ArgumentParser) -> None:
@@ -29,23 +48,31 @@ def _add_transfer_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("transfer settings")
     g.add_argument("--preset", choices=list(PRESETS), default="balanced",
                    help="speed/quality: sets --size, --iterations and --levels unless given (default %(default)s)")
-    g.add_argument("--size", type=int, default=None, help="working resolution, long side in px (default: from --preset)")
-    g.add_argument("--output-size", type=int, default=None, help="output long side in px (default: the content's own size)")
-    g.add_argument("--iterations", type=int, default=None, help="optimisation steps per level (default: from --preset)")
-    g.add_argument("--levels", type=int, default=None,
+    g.add_argument("--size", type=_bounded(int, 32), default=None, help="working resolution, long side in px (default: from --preset)")
+    g.add_argument("--output-size", type=_bounded(int, 16), default=None, help="output long side in px (default: the content's own size)")
+    g.add_argument("--iterations", type=_bounded(int, 0), default=None, help="optimisation steps per level (default: from --preset)")
+    g.add_argument("--levels", type=_bounded(int, 1), default=None,
                    help="coarse-to-fine levels, each half the size of the next (default: from --preset)")
     g.add_argument("--optimizer", choices=["adam", "lbfgs"], default=d.optimizer, help="Adam is the paper's")
-    g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate, pixel units in [0,1] (default %(default)s)")
+    g.add_argument("--lr", type=_bounded(float, 0, inclusive=False), default=d.lr, help="Adam learning rate, pixel units in [0,1] (default %(default)s)")
     g.add_argument("--init", choices=["distribution", "reinhard", "content", "noise", "style"], default=d.init,
                    help="start point; distribution/reinhard = per-segment colour transfer (default %(default)s)")
-    g.add_argument("--content-weight", type=float, default=d.content_weight, help="default %(default)s")
-    g.add_argument("--style-weight", type=float, default=d.style_weight, help="default %(default)s")
-    g.add_argument("--photo-weight", type=float, default=d.photo_weight,
+    g.add_argument("--content-weight", type=_bounded(float, 0), default=d.content_weight, help="default %(default)s")
+    g.add_argument("--style-weight", type=_bounded(float, 0), default=d.style_weight, help="default %(default)s")
+    g.add_argument("--photo-weight", type=_bounded(float, 0), default=d.photo_weight,
                    help="Matting-Laplacian photorealism weight (default %(default)s)")
     g.add_argument("--quality-critic", dest="critic", choices=["auto", "nima", "brisque", "niqe", "none"], default=d.critic,
                    help="aesthetic term: NIMA (needs weights), the offline BRISQUE/NIQE, auto = NIMA else NIQE (default %(default)s)")
-    g.add_argument("--critic-weight", "--nima-weight", dest="critic_weight", type=float, default=d.critic_weight,
+    g.add_argument("--critic-weight", "--nima-weight", dest="critic_weight", type=_bounded(float, 0), default=d.critic_weight,
                    help="weight of the aesthetic term (default %(default)s)")
+    g.add_argument("--segmentation", choices=["auto", "masks", "none"], default=None,
+                   help="where segments come from: masks when --content-mask/--style-mask are given, else auto "
+                        "(ADE20K if its weights are present, else co-segmentation) or none (one global style)")
+    g.add_argument("--segmenter", default=d.segmenter, help="auto, ade20k or coseg (default %(default)s)")
+    g.add_argument("--similarity-metric", default=d.similarity_metric,
+                   choices=["path", "wup", "lin", "res", "jcn", "li", "wpath"], help="WordNet metric for grouping labels (default %(default)s)")
+    g.add_argument("--semantic-threshold", type=float, default=d.semantic_threshold,
+                   help="labels at least this similar are merged (default %(default)s)")
     g.add_argument("--arch", choices=["vgg16", "vgg19"], default=d.arch, help="feature network (default %(default)s)")
     g.add_argument("--weights", default=d.weights,
                    help="'default' (registry), a path to a torchvision-layout state dict, or 'none' for random")
@@ -75,16 +102,19 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
         result = transfer(
             args.content, args.style, output, config,
             content_mask=args.content_mask, style_mask=args.style_mask,
-            overwrite=args.overwrite, callback=progress,
+            overwrite=args.overwrite, callback=progress, keep_state=args.save_every, resume=args.resume,
         )
     report = result.report
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2, default=str))
     if not args.quiet:
+        for note in report["segment_notes"]:
+            print(f"photostyle: note: {note}", file=sys.stderr)
         secs = sum(report["seconds"].values())
         print(f"wrote {output} ({report['output_size'][1]}x{report['output_size'][0]}) in {secs:.1f} s", file=sys.stderr)
     if report["interrupted"]:
-        raise Interrupted(f"interrupted after {report['steps']} steps; the best result so far was written to {output}")
+        hint = "; add --resume to the same command to continue" if report["resume_state"] else ""
+        raise Interrupted(f"interrupted after {report['steps']} steps; the best result so far was written to {output}{hint}")
     return 0
 
 
@@ -205,8 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--content-mask", help="DPST colour-coded mask of the content photo")
     p.add_argument("--style-mask", help="DPST colour-coded mask of the style photo")
     p.add_argument("--report", help="write timings, loss terms, settings and weights used to this JSON file")
-    p.add_argument("--save-every", type=int, default=0, metavar="N", help="save the working image every N steps")
+    p.add_argument("--save-every", type=_bounded(int, 0), default=0, metavar="N",
+                   help="save the working image and the resume state every N steps (the state is always saved on Ctrl-C)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run of the same command from OUTPUT.photostyle-state.pt (replaces OUTPUT)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_transfer_options(p)
     p.set_defaults(func=_cmd_transfer)
@@ -264,12 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line, without the source location (``--debug`` shows it)."""
+    print(f"photostyle: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = _show_warning
+            return args.func(args)
     except PhotostyleError as err:
         if args.debug:
             raise

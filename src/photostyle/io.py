@@ -28,7 +28,7 @@ from PIL import Image, ImageCms, ImageOps
 
 from photostyle.errors import InputError, OutputError
 
-__all__ = ["LoadedImage", "load_image", "save_image", "resize_long_side", "srgb_profile"]
+__all__ = ["LoadedImage", "check_output_path", "load_image", "save_image", "resize_long_side", "srgb_profile"]
 
 # What PIL raises on corrupt or truncated data; fuzzing shows the decoders use all of these.
 _DECODE_ERRORS = (
@@ -259,11 +259,7 @@ def save_image(
         ValueError: ``image`` or ``alpha`` has the wrong shape, ``quality`` or ``bit_depth`` is out of range.
     """
     path = Path(path)
-    fmt = _SAVE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise OutputError(
-            f"{path}: unknown image type '{path.suffix}'; use one of {', '.join(_SAVE_FORMATS)}"
-        )
+    fmt = check_output_path(path, overwrite=overwrite)
     if image.ndim != 4 or image.shape[:2] != (1, 3):
         raise ValueError(f"expected image of shape (1, 3, H, W) but received {tuple(image.shape)}")
     if alpha is not None and tuple(alpha.shape) != (1, 1, *image.shape[2:]):
@@ -274,10 +270,6 @@ def save_image(
         raise ValueError(f"expected bit_depth 8 or 16 but received {bit_depth}")
     if bit_depth == 16 and fmt != "PNG":
         raise OutputError(f"{path}: 16-bit output is written as PNG only; use a .png name or 8 bits")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists; use --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise OutputError(f"{path}: the folder {path.parent} does not exist; create it first")
 
     rgb = _to_hwc(image)
     a = None if alpha is None else _to_hwc(alpha)[..., 0]
@@ -310,6 +302,41 @@ def save_image(
             params["exif"] = exif
     _write_atomically(path, lambda f: pil.save(f, format=fmt, **params))
     return path
+
+
+def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> str:
+    """Check, before any work, that :func:`save_image` can write ``path``.
+
+    Args:
+        path: destination image file.
+        overwrite: whether an existing file may be replaced.
+
+    Returns:
+        PIL's format name for the suffix (``"JPEG"``, ``"PNG"``, ...).
+
+    Raises:
+        OutputError: unknown suffix, existing file without ``overwrite``, missing folder, or a
+            folder that refuses new files (probed by creating and removing an empty one).
+    """
+    path = Path(path)
+    fmt = _SAVE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise OutputError(
+            f"{path}: unknown image type '{path.suffix}'; use one of {', '.join(_SAVE_FORMATS)}"
+        )
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; use --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise OutputError(f"{path}: the folder {path.parent} does not exist; create it first")
+    probe = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(
+            f"{path}: cannot write in the folder {path.parent} ({e.strerror}); choose another folder or fix its permissions"
+        ) from e
+    return fmt
 
 
 def _to_hwc(x: torch.Tensor) -> np.ndarray:

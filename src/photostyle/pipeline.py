@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import resource
 import time
 from collections.abc import Callable
@@ -23,16 +24,21 @@ import torch
 from . import io
 from .colour import segment_colour_transfer
 from .critic import DEFAULT_OFFLINE_CRITIC, Critic, get_critic
-from .errors import DeviceError, WeightsError
+from .errors import DeviceError, InputError, MaskError, WeightsError
 from .features import DEFAULT_LAYERS, VGGEncoder, load_encoder
 from .losses import ContentLoss, PhotorealismLoss, SegmentStyleLoss
-from .masks import Segmentation, load_dpst_mask, match_segmentations
+from .masks import Segmentation, load_mask_pair
+from .segmentation.auto import segment_pair
 from .optimise import Callback, optimise
+from .state import StateFile, fingerprint
 from .upsample import local_affine_upsample
 
 log = logging.getLogger(__name__)
 
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+MIN_SIDE = 16
+"""Shortest side in px a photo needs, in its file and at working size: conv5_1 sees 16 px as one."""
+_OOM_PHRASES = ("out of memory", "not enough memory", "can't allocate memory")
 
 
 @dataclass
@@ -57,11 +63,16 @@ class TransferConfig:
     style_layers: tuple[str, ...] = STYLE_LAYERS
     arch: Literal["vgg16", "vgg19"] = "vgg16"
     weights: str | None = "default"
-    pooling: Literal["max", "avg"] = "avg"
+    pooling: Literal["max", "avg"] = "max"
     affine_radius: int = 2
     affine_eps: float = 1e-4
     critic: str = "none"
     critic_weight: float = 0.05
+    segmentation: Literal["auto", "masks", "none"] = "auto"
+    segmenter: str = "auto"
+    similarity_metric: str = "li"
+    semantic_threshold: float = 0.8
+    min_segment: float = 0.01
     device: str = "auto"
     seed: int = 0
 
@@ -106,6 +117,44 @@ class _Timer:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
+@contextmanager
+def _memory_hint(device: torch.device, size: int):
+    """Turn running out of memory into a :class:`DeviceError` naming a ``--size`` that may fit."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as err:
+        oom = isinstance(err, (MemoryError, torch.OutOfMemoryError))
+        if not oom and not any(phrase in str(err).lower() for phrase in _OOM_PHRASES):
+            raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        smaller = max(32, size * 3 // 4 // 32 * 32)
+        where, other = ("GPU ", " or --device cpu") if device.type == "cuda" else ("", "")
+        raise DeviceError(f"ran out of {where}memory at working size {size} px; try --size {smaller}{other}") from err
+
+
+def check_photo_size(name: str, height: int, width: int, config: TransferConfig) -> None:
+    """Refuse a photo too small for the feature network, as stored or at the coarsest working size.
+
+    Raises:
+        InputError: naming ``name``, the size, and the ``--size`` or photo that would work.
+    """
+    short, long = min(height, width), max(height, width)
+    if short < MIN_SIDE:
+        raise InputError(
+            f"{name}: the photo is {width}x{height}; photostyle needs at least {MIN_SIDE} px on the short side, "
+            "give a larger photo"
+        )
+    coarsest = min(level_sizes(config.size, config.levels))
+    working = round(short * coarsest / long)
+    if working < MIN_SIDE:
+        need = math.ceil(MIN_SIDE * long / short) * config.size // coarsest
+        raise InputError(
+            f"{name}: the photo is {width}x{height}, only {working} px on the short side at working size {coarsest}; "
+            f"photostyle needs at least {MIN_SIDE}: use --size {need} or crop the photo"
+        )
+
+
 def stylise(
     content: torch.Tensor,
     style: torch.Tensor,
@@ -114,6 +163,7 @@ def stylise(
     config: TransferConfig | None = None,
     callback: Callback | None = None,
     timer: _Timer | None = None,
+    state: StateFile | None = None,
 ) -> TransferResult:
     """Give ``content`` the look of ``style``, segment by segment.
 
@@ -124,18 +174,32 @@ def stylise(
         style_seg: segments of the style photo with the same labels in the same order.
         config: settings (defaults: :class:`TransferConfig`).
         callback: called after each optimisation step (progress, intermediate saves).
+        state: resume state: continued from when loaded, saved every ``state.every`` steps and on Ctrl-C.
 
     Returns:
         :class:`TransferResult`.
+
+    Raises:
+        DeviceError: the device is missing or ran out of memory (the message names a size that may fit).
     """
     config = config or TransferConfig()
     timer = timer or _Timer()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     content_full, style = content.to(device), style.to(device)
+    segmentation: dict[str, Any] = {"segmenter": "given"}
+    if (content_seg is None or style_seg is None) and config.segmentation == "auto":
+        with timer("segment"):
+            outcome = segment_pair(
+                content_full, style, method="auto", segmenter=config.segmenter, metric=config.similarity_metric,
+                threshold=config.semantic_threshold, min_fraction=config.min_segment,
+            )
+        content_seg, style_seg = outcome.content, outcome.style
+        segmentation = {"segmenter": outcome.segmenter, "grouping": outcome.grouping, "notes": outcome.notes}
     if content_seg is None or style_seg is None:
         content_seg = Segmentation(content.new_ones(1, 1, *content.shape[-2:]), ["all"])
         style_seg = Segmentation(style.new_ones(1, 1, *style.shape[-2:]), ["all"])
+        segmentation = {"segmenter": "none"}
 
     with timer("build_losses"):
         layers = tuple(sorted({config.content_layer, *config.style_layers}))
@@ -145,24 +209,31 @@ def stylise(
     image = init = None
     steps, interrupted, terms = 0, False, {}
     for level, size in enumerate(level_sizes(config.size, config.levels)):
+        if state is not None and state.start is not None and level < state.start.level:
+            continue  # finished before the interruption
         with timer("prepare"):
             content_small = io.resize_long_side(content_full, size)
             style_small = io.resize_long_side(style, size)
             content_masks = content_seg.resize(*content_small.shape[-2:]).masks.to(device)
             style_masks = style_seg.resize(*style_small.shape[-2:]).masks.to(device)
-        with timer("build_losses"):
+        with timer("build_losses"), _memory_hint(device, config.size):
             objective = _objective(config, encoder, critic, content_small, style_small, content_masks, style_masks)
         with timer("init"):
             if image is None:
                 image = init = _start_point(config, content_small, style_small, content_masks, style_masks)
             else:  # carry the coarser result over as a local affine recolouring: sharp at once
                 image = local_affine_upsample(previous, image, content_small, config.affine_radius, config.affine_eps)
-        with timer("optimise"):
+        with timer("optimise"), _memory_hint(device, config.size):
             offset = level * config.iterations
             step_callback = None if callback is None else (lambda i, x, t, o=offset: callback(o + i, x, t))
-            result = optimise(objective, image, config.iterations, config.optimizer, config.lr, step_callback)
+            result = optimise(
+                objective, image, config.iterations, config.optimizer, config.lr, step_callback,
+                resume=None if state is None else state.resume_at(level),
+                checkpoint=None if state is None else functools.partial(state.save, level=level),
+                checkpoint_every=0 if state is None else state.every,
+            )
         image, previous = result.image, content_small
-        steps, terms = steps + result.steps, result.terms
+        steps, terms = offset + result.steps, result.terms
         if result.interrupted:
             interrupted = True
             break
@@ -186,6 +257,7 @@ def stylise(
         "device": str(device),
         "network": encoder.description,
         "segments": list(content_seg.labels),
+        "segmentation": segmentation,
         "working_size": list(image.shape[-2:]),
         "output_size": list(output.shape[-2:]),
         "loss": terms,
@@ -288,19 +360,6 @@ def _start_point(
     raise ValueError(f"unknown init {config.init!r}; expected distribution, reinhard, content, noise or style")
 
 
-def load_segmentations(
-    content_mask: str | Path | None, style_mask: str | Path | None, content_size: tuple[int, int], style_size: tuple[int, int]
-) -> tuple[Segmentation | None, Segmentation | None, list[str]]:
-    """Hand-made DPST masks for both photos, matched label by label (or ``None`` when not given)."""
-    if content_mask is None and style_mask is None:
-        return None, None, []
-    if content_mask is None or style_mask is None:
-        raise ValueError("give --content-mask and --style-mask together")
-    content_seg = load_dpst_mask(content_mask, size=content_size)
-    style_seg = load_dpst_mask(style_mask, size=style_size)
-    return match_segmentations(content_seg, style_seg)
-
-
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -315,25 +374,50 @@ def transfer(
     style_mask: str | Path | None = None,
     overwrite: bool = False,
     callback: Callback | None = None,
+    keep_state: int | None = None,
+    resume: bool = False,
 ) -> TransferResult:
     """Files in, file out: the command line's ``transfer``.
 
-    Loads both photos, reads the masks, runs :func:`stylise` and writes the result
-    atomically next to nothing else (the content's EXIF and alpha are kept).
+    Checks that the output can be written, loads both photos, reads the masks, runs
+    :func:`stylise` and writes the result atomically next to nothing else (the content's EXIF
+    and alpha are kept).
+
+    With ``keep_state=N`` a resume state (:mod:`photostyle.state`) is saved next to the output
+    every N steps (0: only on Ctrl-C) and deleted once the run finishes. ``resume`` continues
+    from that state when it belongs to the same files and settings, and may replace the output
+    it left.
     """
+    config = config or TransferConfig()
+    io.check_output_path(output_path, overwrite=overwrite or resume)
     timer = _Timer()
     with timer("load"):
         content = io.load_image(content_path)
         style = io.load_image(style_path)
+        for path, loaded in ((content_path, content), (style_path, style)):
+            check_photo_size(str(path), *loaded.tensor.shape[-2:], config)
     with timer("segment"):
-        content_seg, style_seg, notes = load_segmentations(
+        content_seg, style_seg, notes = load_mask_pair(
             content_mask, style_mask, tuple(content.tensor.shape[-2:]), tuple(style.tensor.shape[-2:])
         )
-    result = stylise(content.tensor, style.tensor, content_seg, style_seg, config, callback, timer)
+        if config.segmentation == "masks" and content_seg is None:
+            raise MaskError("--segmentation masks needs --content-mask and --style-mask; or use auto or none")
+        if config.segmentation == "none":
+            content_seg = style_seg = None
+    state = None
+    if keep_state is not None or resume:
+        key = fingerprint((content_path, style_path, content_mask, style_mask), asdict(config))
+        state = StateFile(output_path, key, every=keep_state or 0)
+        if resume:
+            state.load()
+    result = stylise(content.tensor, style.tensor, content_seg, style_seg, config, callback, timer, state)
     with timer("save"):
         io.save_image(
-            result.image.cpu(), output_path, alpha=content.alpha, exif=content.exif, overwrite=overwrite
+            result.image.cpu(), output_path, alpha=content.alpha, exif=content.exif, overwrite=overwrite or resume
         )
+    if state is not None and not result.report["interrupted"]:
+        state.remove()
+    result.report["resume_state"] = str(state.path) if state is not None and state.path.is_file() else None
     result.report["segment_notes"] = notes
     result.report["peak_rss_mb"] = peak_rss_mb()
     return result

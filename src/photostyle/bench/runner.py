@@ -29,7 +29,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +39,8 @@ from .. import io
 from ..colour import segment_colour_transfer
 from ..errors import InputError
 from ..masks import Segmentation
-from ..pipeline import TransferConfig, load_segmentations, peak_rss_mb, resolve_device, stylise
+from ..masks import load_mask_pair
+from ..pipeline import TransferConfig, peak_rss_mb, resolve_device, stylise
 from .metrics import EVAL_SIZE, Evaluator, PairTargets
 from .report import contact_sheet, write_report
 
@@ -151,7 +152,7 @@ def _load_pair(pair: Pair) -> _LoadedPair:
     content, style = io.load_image(pair.content).tensor, io.load_image(pair.style).tensor
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        content_seg, style_seg, notes = load_segmentations(
+        content_seg, style_seg, notes = load_mask_pair(
             pair.content_mask, pair.style_mask, tuple(content.shape[-2:]), tuple(style.shape[-2:])
         )
     notes = [str(w.message) for w in caught] + notes
@@ -167,8 +168,8 @@ def _run_photostyle(loaded: _LoadedPair, config: TransferConfig, masks: MaskMode
     """Run the transfer, write ``output`` and return the cost record."""
     device = resolve_device(config.device)
     content_seg, style_seg = (loaded.content_seg, loaded.style_seg) if masks == "hand" else (None, None)
-    if masks == "auto":
-        config = replace(config, segmentation="auto")
+    if masks != "hand":  # "auto" segments inside the transfer; "none" uses one global style
+        config = replace(config, segmentation=masks)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
@@ -259,14 +260,11 @@ def run_benchmark(
         The report, also written to ``out_dir/report.json`` and ``out_dir/report.md``.
 
     Raises:
-        InputError: bad folder, unknown ids, bad ``scores``, or ``masks="auto"`` without automatic segmentation.
+        InputError: bad folder, unknown ids, bad ``scores``.
     """
     config = config or TransferConfig()
     if masks not in ("hand", "auto", "none"):
         raise InputError(f"masks must be hand, auto or none but received {masks!r}")
-    if masks == "auto" and run and "segmentation" not in {f.name for f in fields(TransferConfig)}:
-        raise InputError("--masks auto needs the pipeline's automatic segmentation, which this version lacks; "
-                         "use --masks hand or --masks none")
     pairs = select_pairs(discover_pairs(pairs_dir), ids, limit)
     score_dirs = parse_scores([f"{k}={v}" for k, v in (scores or {}).items()])
     out = Path(out_dir)
