@@ -256,6 +256,35 @@ def test_random_bytes_load_or_raise_input_error(tmp_path, prefix, body):
     assert float(loaded.tensor.min()) >= 0 and float(loaded.tensor.max()) <= 1
 
 
+_VALID_KINDS = [  # (PIL mode, format) pairs PIL writes
+    *[(mode, "PNG") for mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16")],
+    *[(mode, "JPEG") for mode in ("L", "RGB", "CMYK")],
+    *[(mode, "TIFF") for mode in ("1", "L", "P", "RGB", "RGBA", "CMYK", "I;16", "F")],
+    *[(mode, "WEBP") for mode in ("RGB", "RGBA")],
+    *[(mode, "BMP") for mode in ("1", "L", "P", "RGB")],
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(_VALID_KINDS), width=st.integers(1, 24), height=st.integers(1, 24), seed=st.integers(0, 2**16))
+def test_random_valid_images_load_in_range(tmp_path, kind, width, height, seed):
+    mode, fmt = kind
+    rng = np.random.default_rng(seed)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (height, width), dtype=np.uint16))
+    elif mode == "F":
+        image = Image.fromarray(rng.random((height, width), dtype=np.float32) * 300)
+    else:
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA")
+        image = image.convert(mode) if "A" in mode else image.convert("RGB").convert(mode)
+    path = tmp_path / "valid.img"
+    image.save(path, format=fmt)
+    loaded = load_image(path)
+    assert loaded.tensor.shape == (1, 3, height, width) and loaded.tensor.dtype == torch.float32
+    assert float(loaded.tensor.min()) >= 0 and float(loaded.tensor.max()) <= 1
+    assert (loaded.alpha is not None) == ("A" in mode)
+
+
 # ---- writing --------------------------------------------------------------------------------
 
 

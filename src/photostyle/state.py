@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import secrets
 import warnings
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 from .optimise import Checkpoint
+from .weights import TORCH_LOAD_ERRORS
 
 __all__ = ["SUFFIX", "StateFile", "fingerprint", "state_path"]
 
@@ -90,7 +90,9 @@ class StateFile:
                 best_terms={k: float(v) for k, v in meta["best_terms"].items()}, optimiser=optimiser,
                 level=int(meta["level"]),
             )
-        except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as err:
+            if not all(isinstance(t, torch.Tensor) for t in (checkpoint.image, checkpoint.best_image, *optimiser.values())):
+                raise TypeError("expected tensors")
+        except (*TORCH_LOAD_ERRORS, TypeError, AttributeError) as err:  # and a dict of the wrong shape
             warnings.warn(f"{self.path}: unreadable saved state ({err}); it is ignored", stacklevel=2)
             return None
         if meta.get("version") != _VERSION or meta.get("fingerprint") != self.fingerprint:

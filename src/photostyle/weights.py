@@ -30,6 +30,7 @@ import io
 import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import tarfile
@@ -52,6 +53,11 @@ from .errors import WeightsError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LPIPS_CHANNELS = (64, 128, 256, 512, 512)
+#: What ``torch.load(weights_only=True)`` raises on corrupt or hostile files (found by fuzzing torch 2.13).
+TORCH_LOAD_ERRORS = (
+    pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, IndexError, KeyError,
+    struct.error, AssertionError,
+)
 
 
 @dataclass(frozen=True)
@@ -370,7 +376,7 @@ def _load_from_hub(spec: WeightsSpec) -> dict[str, torch.Tensor]:
 def _torch_load(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as err:
+    except TORCH_LOAD_ERRORS as err:
         raise WeightsError(
             f"cannot read {path} as a PyTorch state dict ({err}); expected a torchvision .pth or a .safetensors file"
         ) from err
