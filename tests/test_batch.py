@@ -15,8 +15,8 @@ from photostyle.cli import main
 from photostyle.errors import InputError
 from photostyle.pipeline import TransferConfig
 
-TINY = dict(size=32, iterations=2, weights=None)
-TINY_ARGS = ["--size", "32", "--iterations", "2", "--weights", "none", "-q"]
+TINY = dict(size=32, iterations=2, weights=None, segmentation="none")
+TINY_ARGS = ["--size", "32", "--iterations", "2", "--weights", "none", "-q", "--segmentation", "none"]
 
 
 @pytest.fixture(autouse=True)

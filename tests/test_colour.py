@@ -57,3 +57,16 @@ def test_distribution_method_matches_the_style_distribution():
             assert err < bound
             hist_err = err
     assert hist_err < err  # distribution matching beats mean/std matching on the L quantiles
+
+
+def test_distribution_method_matches_joint_colour_distribution_and_stays_in_gamut():
+    torch.manual_seed(0)
+    content = torch.rand(1, 3, 48, 48) * 0.5 + 0.25
+    # Correlated style colours: dark reds and bright oranges, which per-channel matching cannot pair up.
+    t = torch.rand(1, 1, 48, 48)
+    style = torch.cat([0.4 + 0.6 * t, 0.05 + 0.5 * t**2, 0.05 * torch.ones_like(t)], 1)
+    out = segment_colour_transfer(content, style, method="distribution")
+    assert out.min() >= 0 and out.max() <= 1
+    corr = lambda x: torch.corrcoef(x[0].flatten(1))[0, 1]  # noqa: E731
+    assert abs(corr(out) - corr(style)) < 0.1
+    assert torch.allclose(out.mean((2, 3)), style.mean((2, 3)), atol=0.03)

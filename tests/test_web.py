@@ -19,7 +19,7 @@ from photostyle.presets import PRESETS, preset_config  # noqa: E402
 from photostyle.web import app as app_module  # noqa: E402
 from photostyle.web import create_app, examples_dir  # noqa: E402
 
-TINY = dict(size=32, iterations=4, weights=None)
+TINY = dict(size=32, iterations=4, weights=None, segmentation="none")
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +61,8 @@ def wait(client: TestClient, job_id: str, timeout: float = 30.0) -> dict:
 
 
 def test_presets():
-    assert preset_config("fast").size == 256 and preset_config("best").iterations == 300
+    assert preset_config("fast").size < preset_config("balanced").size < preset_config("best").size
+    assert preset_config("best").levels == 2
     assert preset_config("balanced", iterations=3).iterations == 3
     with pytest.raises(Exception, match="choose one of: fast, balanced, best"):
         preset_config("ultra")
@@ -85,7 +86,8 @@ def test_upload_run_and_fetch_result(client):
     assert job["state"] == "done", job["error"]
     assert (job["step"], job["total"]) == (4, 4)
     assert set(job["terms"]) >= {"content", "style", "photo", "total"}
-    assert job["segments"] == {"labels": [{"label": "all", "colour": None}], "images": []}
+    assert [entry["label"] for entry in job["segments"]["labels"]] == ["all"]
+    assert [image["name"] for image in job["segments"]["images"]] == ["content_segments", "style_segments"]
     assert job["report"]["settings"]["size"] == 32
     assert job["download_name"] == "mine-fast.jpg"
     assert job["preview"] is not None and client.get(job["preview"]).status_code == 200
@@ -98,7 +100,7 @@ def test_upload_run_and_fetch_result(client):
 
 
 def test_segmentations_in_the_report_are_drawn(client, monkeypatch):
-    """Whatever Segmentation the transfer reports is saved as a colour mask with a legend."""
+    """The segments a transfer used are saved as colour masks with a legend."""
     real = app_module.transfer
 
     def transfer(*args, **kwargs):
@@ -106,7 +108,8 @@ def test_segmentations_in_the_report_are_drawn(client, monkeypatch):
         masks = torch.zeros(1, 2, 20, 30)
         masks[:, 0, :10], masks[:, 1, 10:] = 1, 1
         result.report["segments"] = ["sky", "building"]
-        result.report["content_segmentation"] = Segmentation(masks, ["sky", "building"])
+        result.content_segments = Segmentation(masks, ["sky", "building"])
+        result.style_segments = None
         return result
 
     monkeypatch.setattr(app_module, "transfer", transfer)
@@ -118,7 +121,6 @@ def test_segmentations_in_the_report_are_drawn(client, monkeypatch):
     (image,) = job["segments"]["images"]
     mask = np.asarray(Image.open(io.BytesIO(client.get(image["url"]).content)).convert("RGB"))
     assert tuple(mask[0, 0]) == tuple(labels["sky"]) and tuple(mask[-1, -1]) == tuple(labels["building"])
-    assert "content_segmentation" not in job["report"]
 
 
 def test_unexpected_error_is_reported_not_500(client, monkeypatch):

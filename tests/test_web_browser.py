@@ -40,7 +40,7 @@ def server():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(config_overrides=dict(size=48, iterations=6, weights=None))
+    app = create_app(config_overrides=dict(size=48, iterations=6, weights=None, segmentation="none"))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -49,9 +49,9 @@ class TransferConfig:
     (relative feature and Gram errors, Laplacian energy per pixel).
     """
 
-    size: int = 384
+    size: int = 256
     output_size: int | None = None
-    iterations: int = 150
+    iterations: int = 50
     levels: int = 1
     optimizer: Literal["adam", "lbfgs"] = "adam"
     lr: float = 0.01
@@ -85,11 +85,15 @@ class TransferResult:
         image: ``(1, 3, H, W)`` in [0, 1] at the output size.
         working: ``(1, 3, h, w)`` the optimised image at working size.
         report: timings (s) per stage, loss terms, settings, weights, segments.
+        content_segments: the segments used for the content photo (labels shared with the style's).
+        style_segments: the segments used for the style photo.
     """
 
     image: torch.Tensor
     working: torch.Tensor
     report: dict[str, Any] = field(default_factory=dict)
+    content_segments: Segmentation | None = None
+    style_segments: Segmentation | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -266,7 +270,7 @@ def stylise(
         "interrupted": interrupted,
         "seconds": timer.seconds,
     }
-    return TransferResult(image=output, working=image, report=report)
+    return TransferResult(output, image, report, content_seg, style_seg)
 
 
 def level_sizes(size: int, levels: int) -> list[int]:

@@ -1,8 +1,9 @@
 """Named speed/quality settings: ``fast``, ``balanced`` and ``best``.
 
-A preset fixes the working size (long side in px) and the number of optimisation
-steps; every other setting keeps its :class:`~photostyle.pipeline.TransferConfig`
-default unless overridden.
+A preset fixes the working size (long side in px), the number of optimisation
+steps per level and the coarse-to-fine levels; every other setting keeps its
+:class:`~photostyle.pipeline.TransferConfig` default unless overridden.
+``balanced`` is :class:`~photostyle.pipeline.TransferConfig`'s own default.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from .pipeline import TransferConfig
 __all__ = ["PRESETS", "preset_config"]
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": dict(size=256, iterations=40),
-    "balanced": dict(size=384, iterations=150),
-    "best": dict(size=512, iterations=300),
+    "fast": dict(size=192, iterations=30, levels=1),
+    "balanced": dict(size=256, iterations=50, levels=1),
+    "best": dict(size=384, iterations=80, levels=2),
 }
 
 

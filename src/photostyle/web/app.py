@@ -167,7 +167,7 @@ class JobRunner:
                     overwrite=True, callback=lambda step, image, terms: self._progress(job, step, image, terms),
                 )
                 job.segments = self._save_segments(job, result)
-                job.report = json.loads(json.dumps(_plain(result.report), default=str))
+                job.report = json.loads(json.dumps(result.report, default=str))
                 job.files.add(job.result_name)
                 job.state = "done"
             except PhotostyleError as err:
@@ -206,15 +206,11 @@ class JobRunner:
 
 
 def _segmentations(result: TransferResult) -> Iterator[tuple[str, Segmentation]]:
-    """Every :class:`Segmentation` found among the result's fields and its report's values."""
-    values = {f.name: getattr(result, f.name) for f in fields(result)} | dict(result.report)
-    for key, value in values.items():
-        if isinstance(value, Segmentation):
-            yield key, value
-
-
-def _plain(report: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in report.items() if not isinstance(v, Segmentation)}
+    """The content's and the style's segments, when the transfer used any."""
+    for key in ("content_segments", "style_segments"):
+        seg = getattr(result, key)
+        if seg is not None:
+            yield key, seg
 
 
 async def _receive(form: FormData, kind: str, folder: Path, limit: int) -> str:
