@@ -144,7 +144,7 @@ class ADE20KSegmenter(Segmenter):
         id2label = {int(k): str(v).strip() for k, v in self.model.config.id2label.items()}
         self.class_names: list[str] = [id2label[i] for i in range(len(id2label))]
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def segment(self, image: torch.Tensor) -> Segmentation:
         """Label every pixel with its most likely ADE20K class.
 

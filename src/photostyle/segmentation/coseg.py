@@ -268,7 +268,7 @@ class CoSegmenter(Segmenter):
         layers = DEFAULT_LAYERS if set(self.layers) <= set(DEFAULT_LAYERS) else tuple(self.layers)
         return get_encoder("vgg16", self.weights, layers, "avg", str(device))
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def _run(self, images: Sequence[torch.Tensor]) -> list[Segmentation]:
         for image in images:
             check_image(image)
