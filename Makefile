@@ -24,7 +24,7 @@ demo: $(STAMP)
 	@echo "result: out/rocket-coffee.jpg  (report: out/rocket-coffee.json)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
