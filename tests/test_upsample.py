@@ -32,3 +32,21 @@ def test_upsampled_from_half_size_is_close_to_full_size_fit():
     half_target = F.interpolate(target, size=(32, 32), mode="area")
     out = local_affine_upsample(half, half_target, base)
     assert (out - target).abs().mean() < 0.01
+
+
+def test_detail_one_reproduces_any_result_and_zero_stays_affine():
+    torch.manual_seed(0)
+    guide, result = torch.rand(1, 3, 24, 30), torch.rand(1, 3, 24, 30)
+    assert (local_affine_upsample(guide, result, guide, detail=1.0) - result).abs().max() < 1e-5
+    affine = local_affine_upsample(guide, result, guide, detail=0.0)
+    half = local_affine_upsample(guide, result, guide, detail=0.5)
+    assert torch.allclose(half, (affine + result) / 2, atol=1e-5)
+
+
+def test_detail_is_carried_through_tiles():
+    torch.manual_seed(0)
+    guide, result = torch.rand(1, 3, 16, 20), torch.rand(1, 3, 16, 20)
+    big = torch.rand(1, 3, 50, 61)
+    whole = local_affine_upsample(guide, result, big, detail=0.7, tile_rows=1000)
+    tiled = local_affine_upsample(guide, result, big, detail=0.7, tile_rows=9)
+    assert torch.equal(whole, tiled)

@@ -21,17 +21,19 @@ from . import __version__
 from .errors import Interrupted, PhotostyleError
 
 
-def _bounded(kind: type, minimum: float, inclusive: bool = True):
-    """An argparse type: a finite ``kind`` (int or float) at least ``minimum`` (above it if not ``inclusive``)."""
+def _bounded(kind: type, minimum: float, inclusive: bool = True, maximum: float = math.inf):
+    """An argparse type: a finite ``kind`` (int or float) at least ``minimum`` (above it if not
+    ``inclusive``) and at most ``maximum``."""
 
     what = f"{'an integer' if kind is int else 'a number'} {'>=' if inclusive else '>'} {minimum}"
+    what += f" and <= {maximum}" if maximum < math.inf else ""
 
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what} but received {text!r}") from None
-        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive) or value > maximum:
             raise argparse.ArgumentTypeError(f"expected {what} but received {text}")
         return value
 
@@ -61,6 +63,9 @@ def _add_transfer_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--style-weight", type=_bounded(float, 0), default=d.style_weight, help="default %(default)s")
     g.add_argument("--photo-weight", type=_bounded(float, 0), default=d.photo_weight,
                    help="Matting-Laplacian photorealism weight (default %(default)s)")
+    g.add_argument("--detail", type=_bounded(float, 0, maximum=1), default=d.detail,
+                   help="share in [0,1] of the texture the optimisation adds that is kept in the output; "
+                        "0 = a pure local affine recolouring of the content (most photorealistic) (default %(default)s)")
     g.add_argument("--quality-critic", dest="critic", choices=["auto", "nima", "brisque", "niqe", "none"], default=d.critic,
                    help="aesthetic term: NIMA (needs weights), the offline BRISQUE/NIQE, auto = NIMA else NIQE (default %(default)s)")
     g.add_argument("--critic-weight", "--nima-weight", dest="critic_weight", type=_bounded(float, 0), default=d.critic_weight,

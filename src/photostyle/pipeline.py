@@ -49,12 +49,12 @@ class TransferConfig:
     (relative feature and Gram errors, Laplacian energy per pixel).
     """
 
-    size: int = 256
+    size: int = 320
     output_size: int | None = None
     iterations: int = 50
     levels: int = 1
     optimizer: Literal["adam", "lbfgs"] = "adam"
-    lr: float = 0.01
+    lr: float = 0.02
     init: Literal["distribution", "reinhard", "content", "noise", "style"] = "distribution"
     content_weight: float = 1.0
     style_weight: float = 10.0
@@ -66,6 +66,7 @@ class TransferConfig:
     pooling: Literal["max", "avg"] = "max"
     affine_radius: int = 2
     affine_eps: float = 1e-4
+    detail: float = 0.25
     critic: str = "none"
     critic_weight: float = 0.05
     segmentation: Literal["auto", "masks", "none"] = "auto"
@@ -245,7 +246,9 @@ def stylise(
     with timer("upsample"):
         if config.output_size is not None:
             content_full = io.resize_long_side(content_full, config.output_size)
-        output = local_affine_upsample(previous, image, content_full, config.affine_radius, config.affine_eps)
+        output = local_affine_upsample(
+            previous, image, content_full, config.affine_radius, config.affine_eps, detail=config.detail
+        )
 
     critic_report = None
     if critic is not None:

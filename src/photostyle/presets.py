@@ -17,9 +17,9 @@ from .pipeline import TransferConfig
 __all__ = ["PRESETS", "preset_config"]
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": dict(size=192, iterations=30, levels=1),
-    "balanced": dict(size=256, iterations=50, levels=1),
-    "best": dict(size=384, iterations=80, levels=2),
+    "fast": dict(size=224, iterations=30, levels=1),
+    "balanced": dict(size=320, iterations=50, levels=1),
+    "best": dict(size=448, iterations=80, levels=2),
 }
 
 

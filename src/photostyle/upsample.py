@@ -53,13 +53,17 @@ def fit_local_affine(guide: torch.Tensor, target: torch.Tensor, radius: int = 2,
     return _mean(coeffs, radius).to(dtype)
 
 
-def apply_local_affine(coeffs: torch.Tensor, image: torch.Tensor, tile_rows: int = 512) -> torch.Tensor:
+def apply_local_affine(
+    coeffs: torch.Tensor, image: torch.Tensor, tile_rows: int = 512, residual: torch.Tensor | None = None
+) -> torch.Tensor:
     """Apply per-pixel affine colour maps, bilinearly resampled to ``image``'s size.
 
     Args:
         coeffs: ``(1, C * 4, h, w)`` from :func:`fit_local_affine`.
         image: ``(1, 3, H, W)`` content photo in [0, 1] at any resolution.
-        tile_rows: rows processed at once; bounds memory at ``tile_rows * W * (C*4)`` floats.
+        tile_rows: rows processed at once; bounds memory at ``tile_rows * W * (C*5)`` floats.
+        residual: optional ``(1, C, h, w)`` added after bilinear resampling (the part of a
+            result that no local affine map of the content explains).
 
     Returns:
         ``(1, C, H, W)`` clamped to [0, 1], on ``image``'s device.
@@ -67,16 +71,20 @@ def apply_local_affine(coeffs: torch.Tensor, image: torch.Tensor, tile_rows: int
     _, _, height, width = image.shape
     channels = coeffs.shape[1] // 4
     coeffs = coeffs.to(image.device, image.dtype)
+    if residual is not None:
+        coeffs = torch.cat([coeffs, residual.to(coeffs)], dim=1)
     xs = (torch.arange(width, device=image.device, dtype=image.dtype) + 0.5) / width * 2 - 1
     out = torch.empty(1, channels, height, width, dtype=image.dtype, device=image.device)
     for top in range(0, height, tile_rows):
         rows = min(tile_rows, height - top)
         ys = (torch.arange(top, top + rows, device=image.device, dtype=image.dtype) + 0.5) / height * 2 - 1
         grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]  # (1,rows,W,2) as (x, y)
-        tile = F.grid_sample(coeffs, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        tile = tile.unflatten(1, (channels, 4))  # (1,C,4,rows,W)
+        sampled = F.grid_sample(coeffs, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        tile = sampled[:, : channels * 4].unflatten(1, (channels, 4))  # (1,C,4,rows,W)
         guide = image[:, :, top : top + rows]
         out[:, :, top : top + rows] = (tile[:, :, :3] * guide[:, None]).sum(2) + tile[:, :, 3]
+        if residual is not None:
+            out[:, :, top : top + rows] += sampled[:, channels * 4 :]
     return out.clamp(0, 1)
 
 
@@ -87,6 +95,7 @@ def local_affine_upsample(
     radius: int = 2,
     eps: float = 1e-4,
     tile_rows: int = 512,
+    detail: float = 0.0,
 ) -> torch.Tensor:
     """Carry a result computed at working size over to the full-resolution content.
 
@@ -94,9 +103,15 @@ def local_affine_upsample(
         guide_small: ``(1, 3, h, w)`` content at working size, in [0, 1].
         result_small: ``(1, 3, h, w)`` optimised result at working size, in [0, 1].
         guide_full: ``(1, 3, H, W)`` content at full size, in [0, 1].
+        detail: share in [0, 1] of the result's non-affine part (texture the optimisation
+            added) that is kept, bilinearly upsampled; 0 gives a pure local affine recolouring
+            of the content, 1 reproduces the result exactly at working size.
 
     Returns:
         ``(1, 3, H, W)`` in [0, 1].
     """
     coeffs = fit_local_affine(guide_small, result_small, radius=radius, eps=eps)
-    return apply_local_affine(coeffs, guide_full, tile_rows=tile_rows)
+    residual = None
+    if detail > 0:
+        residual = detail * (result_small - apply_local_affine(coeffs, guide_small, tile_rows=tile_rows))
+    return apply_local_affine(coeffs, guide_full, tile_rows=tile_rows, residual=residual)
