@@ -4,7 +4,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from photostyle import wordnet
 from photostyle.cli import main
 from photostyle.errors import MaskError, WeightsError
 from photostyle.io import load_image, save_image
@@ -46,14 +45,6 @@ def registry(monkeypatch):
     """The segmenter registry, restored after the test."""
     monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
     return base._REGISTRY
-
-
-@pytest.fixture(scope="module")
-def wn():
-    try:
-        wordnet.ensure_wordnet()
-    except WeightsError as err:
-        pytest.skip(f"WordNet data unavailable: {err}")
 
 
 def test_none_gives_no_segments():

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from photostyle import batch, pipeline
@@ -15,22 +14,11 @@ from photostyle.cli import main
 from photostyle.errors import InputError
 from photostyle.pipeline import TransferConfig
 
+from helpers import write_photo
+
 TINY = dict(size=32, iterations=2, weights=None, segmentation="none")
 TINY_ARGS = ["--size", "32", "--iterations", "2", "--weights", "none", "-q", "--segmentation", "none"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _photo(path, seed, size=(28, 20)):
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
-    return path
+PHOTO_SIZE = (28, 20)  # width x height of every generated photo
 
 
 @pytest.fixture
@@ -38,11 +26,11 @@ def folder(tmp_path):
     """``photos/`` with two good photos and one corrupt one, and a style photo beside it."""
     photos = tmp_path / "photos"
     photos.mkdir()
-    _photo(photos / "a.png", 1)
-    _photo(photos / "b.jpg", 2)
+    write_photo(photos / "a.png", *PHOTO_SIZE, seed=1)
+    write_photo(photos / "b.jpg", *PHOTO_SIZE, seed=2)
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (photos / "notes.txt").write_text("not a photo")
-    return tmp_path, _photo(tmp_path / "style.png", 3)
+    return tmp_path, write_photo(tmp_path / "style.png", *PHOTO_SIZE, seed=3)
 
 
 @pytest.fixture
@@ -78,7 +66,7 @@ def test_folder_refuses_output_in_place_and_stem_clash(folder):
     root, style = folder
     with pytest.raises(InputError, match="input folder"):
         jobs_from_folder(root / "photos", style, root / "photos")
-    _photo(root / "photos" / "a.jpg", 4)
+    write_photo(root / "photos" / "a.jpg", *PHOTO_SIZE, seed=4)
     with pytest.raises(InputError, match="a.jpg and .*a.png have the same name"):
         jobs_from_folder(root / "photos", style, root / "out")
     with pytest.raises(InputError, match="choose one of: jpg, png, tif"):
@@ -113,7 +101,7 @@ def test_all_failed_exits_2_and_empty_folder_is_an_input_error(tmp_path, capsys)
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "x.png").write_bytes(b"garbage")
-    style = _photo(tmp_path / "style.png", 3)
+    style = write_photo(tmp_path / "style.png", *PHOTO_SIZE, seed=3)
     argv = ["batch", "--style", str(style), "--input", str(photos), "--output", str(tmp_path / "out"), *TINY_ARGS]
     assert main(argv) == 2
     (photos / "x.png").unlink()
@@ -123,7 +111,7 @@ def test_all_failed_exits_2_and_empty_folder_is_an_input_error(tmp_path, capsys)
 
 def test_csv_pairs_relative_paths_header_and_outputs(tmp_path):
     for name, seed in (("c1.png", 1), ("c2.png", 2), ("s1.png", 3), ("s2.png", 4)):
-        _photo(tmp_path / name, seed)
+        write_photo(tmp_path / name, *PHOTO_SIZE, seed=seed)
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("c1.png,s1.png\nc1.png,s2.png\n\n# a comment\nc2.png,s1.png,special.tif\n")
     jobs = jobs_from_csv(pairs, tmp_path / "out", "png")
@@ -145,7 +133,8 @@ def test_csv_pairs_relative_paths_header_and_outputs(tmp_path):
 
 
 def test_run_batch_csv_with_masks(tmp_path):
-    content, style = _photo(tmp_path / "c.png", 1), _photo(tmp_path / "s.png", 2)
+    content = write_photo(tmp_path / "c.png", *PHOTO_SIZE, seed=1)
+    style = write_photo(tmp_path / "s.png", *PHOTO_SIZE, seed=2)
     mask = np.zeros((20, 28, 3), np.uint8)
     mask[:, :14] = (0, 0, 255)  # DPST blue
     mask[:, 14:] = (255, 255, 255)

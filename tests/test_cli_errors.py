@@ -6,11 +6,8 @@ network (``--weights none``), one step at 32 px, so the whole file takes a few s
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +19,11 @@ from photostyle import cli, pipeline
 from photostyle.errors import DeviceError, InputError
 from photostyle.io import save_image
 
+from helpers import png_header_only, random_rgb, truncated_jpeg, write_photo
+
 FAST = ["--weights", "none", "--size", "32", "--iterations", "1", "--segmentation", "none", "-q"]
 MASKS = ["--segmentation", "masks"]
 CONTENT_SIZE = (48, 40)  # width x height, as PIL reports it
-
-
-def _rgb(width: int, height: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width`` x ``height`` with one tiny compressed block of data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
 
 
 def _two_colour_mask(path: Path, width: int, height: int, colours: tuple) -> Path:
@@ -49,21 +34,12 @@ def _two_colour_mask(path: Path, width: int, height: int, colours: tuple) -> Pat
     return path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny images run fastest on one thread, and the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def photos(tmp_path) -> dict[str, Path]:
     """A content and a style photo, and a folder for outputs."""
     content, style = tmp_path / "content.png", tmp_path / "style.png"
-    Image.fromarray(_rgb(*CONTENT_SIZE, seed=1)).save(content)
-    Image.fromarray(_rgb(40, 36, seed=2)).save(style)
+    write_photo(content, *CONTENT_SIZE, seed=1)
+    write_photo(style, 40, 36, seed=2)
     return {"content": content, "style": style, "dir": tmp_path}
 
 
@@ -83,24 +59,18 @@ def assert_one_error_line(err: str, *fragments: str) -> None:
 # ---- photos that cannot be used: exit 2, the file named ----------------------------------------
 
 
-def _truncated_jpeg(path: Path) -> None:
-    buffer = io.BytesIO()
-    Image.fromarray(_rgb(64, 64)).save(buffer, format="JPEG")
-    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-
-
 BAD_PHOTOS = {
-    "truncated-jpeg": ("bad.jpg", _truncated_jpeg, "truncated or corrupt"),
+    "truncated-jpeg": ("bad.jpg", truncated_jpeg, "truncated or corrupt"),
     "zero-byte": ("bad.png", lambda p: p.write_bytes(b""), "empty (0 bytes)"),
     "not-an-image": ("bad.png", lambda p: p.write_text("name,age\nann,3\n"), "not an image"),
     "missing": ("bad.png", lambda p: None, "no such file"),
     "directory": ("bad.png", lambda p: p.mkdir(), "is a directory"),
-    "huge-header": ("bad.png", lambda p: p.write_bytes(_png_header_only(100_000, 100_000)), "decompression bomb"),
-    "over-max-pixels": ("bad.png", lambda p: p.write_bytes(_png_header_only(12_000, 12_000)),
+    "huge-header": ("bad.png", lambda p: p.write_bytes(png_header_only(100_000, 100_000)), "decompression bomb"),
+    "over-max-pixels": ("bad.png", lambda p: p.write_bytes(png_header_only(12_000, 12_000)),
                         "144 megapixels, more than the limit of 120; downscale it first"),
     "one-pixel": ("bad.png", lambda p: Image.new("RGB", (1, 1)).save(p),
                   "the photo is 1x1; photostyle needs at least 16 px on the short side"),
-    "too-thin-at-working-size": ("bad.png", lambda p: Image.fromarray(_rgb(200, 20)).save(p),
+    "too-thin-at-working-size": ("bad.png", lambda p: write_photo(p, 200, 20),
                                  "only 3 px on the short side at working size 32; photostyle needs at least 16: use --size 160"),
 }
 
@@ -120,7 +90,7 @@ def test_bad_photo_is_one_line_and_exit_2(capsys, photos, case, role):
 
 def test_suggested_size_works(capsys, photos):
     thin = photos["dir"] / "thin.png"
-    Image.fromarray(_rgb(200, 20)).save(thin)
+    write_photo(thin, 200, 20)
     code, err = run(capsys, thin, photos["style"], "-o", photos["dir"] / "out.png", *FAST, "--size", "160")
     assert code == 0, err
     assert Image.open(photos["dir"] / "out.png").size == (200, 20)
@@ -131,7 +101,7 @@ def test_suggested_size_works(capsys, photos):
 
 def _png_named_jpg(path: Path) -> Path:
     path = path.with_suffix(".jpg")
-    Image.fromarray(_rgb(*CONTENT_SIZE)).save(path, format="PNG")
+    Image.fromarray(random_rgb(*CONTENT_SIZE[::-1])).save(path, format="PNG")
     return path
 
 
@@ -149,7 +119,7 @@ def _rgb16(path: Path) -> Path:
 
 def _cmyk(path: Path) -> Path:
     path = path.with_suffix(".jpg")
-    Image.fromarray(_rgb(*CONTENT_SIZE)).convert("CMYK").save(path)
+    Image.fromarray(random_rgb(*CONTENT_SIZE[::-1])).convert("CMYK").save(path)
     return path
 
 
@@ -166,7 +136,7 @@ def test_exif_rotated_photo_is_used_upright(capsys, photos):
     content = photos["dir"] / "rotated.jpg"
     exif = Image.Exif()
     exif[0x0112] = 6  # stored 40 wide and 48 high, shown rotated by 90 degrees: 48 x 40
-    Image.fromarray(_rgb(40, 48)).save(content, exif=exif)
+    Image.fromarray(random_rgb(48, 40)).save(content, exif=exif)
     out = photos["dir"] / "out.jpg"
     code, err = run(capsys, content, photos["style"], "-o", out, *FAST)
     assert code == 0, err

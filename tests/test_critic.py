@@ -25,8 +25,6 @@ from photostyle.critic.niqe import matlab_half
 from photostyle.critic.nss import ggd_ratio, invert_ggd_ratio
 from photostyle.errors import InputError, WeightsError
 
-torch.set_num_threads(1)
-
 
 def synthetic_photo(height: int, width: int, seed: int) -> np.ndarray:
     """A photo-like 8-bit RGB image ``(H, W, 3)``: sky gradient, soft shapes, texture, sensor noise."""

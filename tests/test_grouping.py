@@ -22,17 +22,6 @@ from photostyle.grouping import (
 from photostyle.masks import Segmentation
 
 
-@pytest.fixture(scope="module")
-def wn():
-    try:
-        wordnet.ensure_wordnet()
-    except WeightsError as err:
-        pytest.skip(f"WordNet data unavailable: {err}")
-    from nltk.corpus import wordnet as reader
-
-    return reader
-
-
 # ----------------------------------------------------------------------------- data setup
 
 

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -18,16 +17,14 @@ from PIL import Image
 from photostyle import cli
 from photostyle.state import state_path
 
+from helpers import write_pair
+
 ARGS = ["--weights", "none", "--size", "48", "--segmentation", "none", "-q"]
 
 
 @pytest.fixture
 def pair(tmp_path) -> tuple[Path, Path]:
-    rng = np.random.default_rng(0)
-    content, style = tmp_path / "content.png", tmp_path / "style.png"
-    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(content)
-    Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(style)
-    return content, style
+    return write_pair(tmp_path, content_size=(48, 40), style_size=(40, 36))
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
@@ -63,12 +60,7 @@ def test_sigint_writes_best_result_and_state_then_resume_finishes(tmp_path, pair
     report = tmp_path / "report.json"
     resume = ["transfer", *map(str, pair), "-o", str(out), *ARGS, "--iterations", str(done + 2), "--resume",
               "--report", str(report)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert cli.main(resume) == 0, capsys.readouterr().err
-    finally:
-        torch.set_num_threads(threads)
+    assert cli.main(resume) == 0, capsys.readouterr().err  # one torch thread: conftest.py
     assert json.loads(report.read_text())["steps"] == done + 2
     assert not state_path(out).exists()
     assert Image.open(out).size == (48, 40)

@@ -1,9 +1,7 @@
-import io
 import os
 import struct
 import warnings
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,18 +13,7 @@ from PIL import Image, ImageCms
 from photostyle.errors import InputError, OutputError
 from photostyle.io import LoadedImage, load_image, resize_long_side, save_image, srgb_profile
 
-
-def _random_rgb(h: int = 12, w: int = 16, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+from helpers import png_header_only, random_rgb, truncated_jpeg
 
 
 def _swapped_srgb_profile() -> bytes:
@@ -48,7 +35,7 @@ def _open_fds() -> int:
 
 @pytest.mark.parametrize("suffix, fmt", [(".png", "PNG"), (".bmp", "BMP"), (".tif", "TIFF")])
 def test_lossless_formats_load_exactly(tmp_path, suffix, fmt):
-    pixels = _random_rgb()
+    pixels = random_rgb(12, 16)
     path = tmp_path / f"photo{suffix}"
     Image.fromarray(pixels).save(path, format=fmt)
     loaded = load_image(path)
@@ -70,7 +57,7 @@ def test_jpeg_and_webp_load_close(tmp_path):
 
 def test_png_named_jpg_is_sniffed(tmp_path):
     path = tmp_path / "actually_png.jpg"
-    Image.fromarray(_random_rgb()).save(path, format="PNG")
+    Image.fromarray(random_rgb(12, 16)).save(path, format="PNG")
     assert load_image(path).tensor.shape == (1, 3, 12, 16)
 
 
@@ -188,22 +175,16 @@ def test_broken_icc_profile_warns_and_loads(tmp_path):
 # ---- reading: refusals ----------------------------------------------------------------------
 
 
-def _truncated_jpeg(path: Path) -> None:
-    buffer = io.BytesIO()
-    Image.fromarray(_random_rgb(64, 64)).save(buffer, format="JPEG")
-    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-
-
 @pytest.mark.parametrize(
     "make, match",
     [
-        (_truncated_jpeg, "truncated or corrupt"),
+        (truncated_jpeg, "truncated or corrupt"),
         (lambda p: p.write_bytes(b""), "empty"),
         (lambda p: p.write_text("hello, this is not a picture\n"), "not an image"),
         (lambda p: p.mkdir(), "directory"),
         (lambda p: None, "no such file"),
-        (lambda p: p.write_bytes(_png_header_only(100_000, 100_000)), "decompression bomb|megapixels"),
-        (lambda p: p.write_bytes(_png_header_only(12_000, 12_000)), "144 megapixels, more than the limit"),
+        (lambda p: p.write_bytes(png_header_only(100_000, 100_000)), "decompression bomb|megapixels"),
+        (lambda p: p.write_bytes(png_header_only(12_000, 12_000)), "144 megapixels, more than the limit"),
     ],
     ids=["truncated", "zero-byte", "text", "directory", "missing", "bomb", "over-max-pixels"],
 )
@@ -228,7 +209,7 @@ def test_no_file_handles_leak(tmp_path):
     good = tmp_path / "good.png"
     Image.new("RGB", (4, 4)).save(good)
     bad = tmp_path / "bad.jpg"
-    _truncated_jpeg(bad)
+    truncated_jpeg(bad)
     load_image(good)
     before = _open_fds()
     for _ in range(20):
@@ -289,7 +270,7 @@ def test_random_valid_images_load_in_range(tmp_path, kind, width, height, seed):
 
 
 def test_png_round_trip_is_exact(tmp_path):
-    pixels = _random_rgb(9, 11, seed=3)
+    pixels = random_rgb(9, 11, seed=3)
     source = tmp_path / "in.png"
     Image.fromarray(pixels).save(source)
     loaded = load_image(source)

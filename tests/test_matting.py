@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +11,6 @@ from photostyle.errors import InputError
 from photostyle.matting import MattingLaplacian, affine_energy_per_pixel, matting_laplacian_sparse
 
 DPST = Path(__file__).parents[2] / "shared/benchmark/dpst"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """The test machines are shared: intra-op threads only add scheduling stalls at these sizes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _load(path: Path) -> np.ndarray:

@@ -12,7 +12,6 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -25,24 +24,14 @@ from photostyle.optimise import Checkpoint, optimise
 from photostyle.pipeline import TransferConfig, transfer
 from photostyle.state import StateFile, fingerprint, state_path
 
+from helpers import write_pair
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "photostyle"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
 def pair(tmp_path) -> tuple[Path, Path]:
-    rng = np.random.default_rng(0)
-    content, style = tmp_path / "content.png", tmp_path / "style.png"
-    Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(content)
-    Image.fromarray(rng.integers(0, 256, (30, 28, 3), dtype=np.uint8)).save(style)
-    return content, style
+    return write_pair(tmp_path, content_size=(32, 24), style_size=(28, 30))
 
 
 def _config(**overrides) -> TransferConfig:

@@ -19,22 +19,14 @@ from photostyle.presets import PRESETS, preset_config  # noqa: E402
 from photostyle.web import app as app_module  # noqa: E402
 from photostyle.web import create_app, examples_dir  # noqa: E402
 
+from helpers import random_rgb  # noqa: E402
+
 TINY = dict(size=32, iterations=4, weights=None, segmentation="none")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def png(seed: int, size=(30, 20), mode="RGB") -> bytes:
-    rng = np.random.default_rng(seed)
-    array = rng.integers(0, 256, (size[1], size[0], len(mode)), dtype=np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(array, mode).save(buffer, format="PNG")
+    Image.fromarray(random_rgb(size[1], size[0], seed, channels=len(mode)), mode).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

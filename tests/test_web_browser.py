@@ -13,9 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -23,6 +21,8 @@ uvicorn = pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from photostyle.web import create_app, examples_dir  # noqa: E402
+
+from helpers import random_rgb  # noqa: E402
 
 CHROMIUM = shutil.which("chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -35,8 +35,6 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is n
 @pytest.fixture
 def server():
     """The app with tiny settings, served by uvicorn on a free 127.0.0.1 port in a thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -51,7 +49,6 @@ def server():
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
-    torch.set_num_threads(threads)
 
 
 def _photo(path: Path, example: str, seed: int) -> Path:
@@ -61,7 +58,7 @@ def _photo(path: Path, example: str, seed: int) -> Path:
         image = Image.open(folder / example).convert("RGB")
         image.thumbnail((240, 240))
     else:
-        image = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (100, 150, 3), dtype=np.uint8))
+        image = Image.fromarray(random_rgb(100, 150, seed))
     image.save(path)
     return path
 
