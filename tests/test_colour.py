@@ -1,7 +1,7 @@
 import torch
 from kornia.color import rgb_to_lab
 
-from photostyle.colour import segment_colour_transfer
+from photostyle.colour import blend_lab, segment_colour_transfer
 
 
 def _two_halves(h, w):
@@ -70,3 +70,18 @@ def test_distribution_method_matches_joint_colour_distribution_and_stays_in_gamu
     corr = lambda x: torch.corrcoef(x[0].flatten(1))[0, 1]  # noqa: E731
     assert abs(corr(out) - corr(style)) < 0.1
     assert torch.allclose(out.mean((2, 3)), style.mean((2, 3)), atol=0.03)
+
+
+def test_blend_lab_fades_lightness_and_colour_apart():
+    torch.manual_seed(0)
+    content = torch.rand(1, 3, 12, 14) * 0.6 + 0.2
+    result = (content * torch.tensor([1.2, 0.9, 0.7]).view(1, 3, 1, 1) + 0.05).clamp(0, 1)
+    assert blend_lab(content, result) is result
+    assert torch.allclose(blend_lab(content, result, lightness=0.0, chroma=0.0), content, atol=1e-4)
+    lab_c, lab_r = rgb_to_lab(content), rgb_to_lab(result)
+    lab = rgb_to_lab(blend_lab(content, result, lightness=1.0, chroma=0.5))
+    assert torch.allclose(lab[:, :1], lab_r[:, :1], atol=0.05)  # tone is the result's
+    assert torch.allclose(lab[:, 1:], (lab_c[:, 1:] + lab_r[:, 1:]) / 2, atol=0.05)  # colour half-way
+    lab = rgb_to_lab(blend_lab(content, result, lightness=0.0, chroma=1.0))
+    assert torch.allclose(lab[:, :1], lab_c[:, :1], atol=0.05)
+    assert torch.allclose(lab[:, 1:], lab_r[:, 1:], atol=0.05)

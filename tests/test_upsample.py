@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from photostyle.upsample import apply_local_affine, fit_local_affine, local_affine_upsample
+from photostyle.upsample import apply_local_affine, fit_local_affine, local_affine_upsample, texture_weight
 
 
 def test_locally_affine_result_is_reproduced_exactly_at_same_size():
@@ -50,3 +50,27 @@ def test_detail_is_carried_through_tiles():
     whole = local_affine_upsample(guide, result, big, detail=0.7, tile_rows=1000)
     tiled = local_affine_upsample(guide, result, big, detail=0.7, tile_rows=9)
     assert torch.equal(whole, tiled)
+
+
+def test_texture_weight_is_low_on_flat_and_high_on_textured_regions():
+    torch.manual_seed(0)
+    image = torch.full((1, 3, 20, 40), 0.5)
+    image[..., 20:] = torch.rand(1, 3, 20, 20)
+    weight = texture_weight(image, threshold=0.05)
+    assert weight.shape == (1, 1, 20, 40)
+    assert weight[..., :15].max() < 1e-6
+    assert weight[..., 25:].min() > 0.8
+
+
+def test_flat_threshold_keeps_added_texture_out_of_flat_regions():
+    torch.manual_seed(0)
+    guide = torch.full((1, 3, 20, 40), 0.4)
+    guide[..., 20:] = torch.rand(1, 3, 20, 20)
+    painted = (guide + 0.1 * torch.randn(1, 3, 20, 40)).clamp(0, 1)  # texture everywhere
+    kept = local_affine_upsample(guide, painted, guide, detail=1.0, flat=0.05)
+    everywhere = local_affine_upsample(guide, painted, guide, detail=1.0)
+    affine = local_affine_upsample(guide, painted, guide, detail=0.0)
+    flat, textured = (..., slice(0, 15)), (..., slice(25, 40))
+    assert (kept[flat] - affine[flat]).abs().max() < 1e-4  # no added texture where the content is flat
+    assert (everywhere[flat] - affine[flat]).abs().max() > 0.1
+    assert torch.allclose(kept[textured], everywhere[textured], atol=0.05)  # texture stays where the content has it

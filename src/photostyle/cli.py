@@ -66,6 +66,14 @@ def _add_transfer_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--detail", type=_bounded(float, 0, maximum=1), default=d.detail,
                    help="share in [0,1] of the texture the optimisation adds that is kept in the output; "
                         "0 = a pure local affine recolouring of the content (most photorealistic) (default %(default)s)")
+    g.add_argument("--flat-threshold", type=_bounded(float, 0, maximum=1), default=d.flat_threshold,
+                   help="grey-level standard deviation in [0,1] below which a region counts as flat and gets none of "
+                        "that texture, so skies and backdrops stay clean; 0 = keep it everywhere (default %(default)s)")
+    g.add_argument("--strength", type=_bounded(float, 0, maximum=1), default=d.strength,
+                   help="share in [0,1] of the change applied, in lightness and colour; 0 returns the content (default %(default)s)")
+    g.add_argument("--chroma", type=_bounded(float, 0, maximum=1), default=d.chroma,
+                   help="share in [0,1] of the colour (a*b*) change applied, on top of --strength; below 1 keeps some of "
+                        "the content's own colours, which keeps skin, foliage and sky believable (default %(default)s)")
     g.add_argument("--quality-critic", dest="critic", choices=["auto", "nima", "brisque", "niqe", "none"], default=d.critic,
                    help="aesthetic term: NIMA (needs weights), the offline BRISQUE/NIQE, auto = NIMA else NIQE (default %(default)s)")
     g.add_argument("--critic-weight", "--nima-weight", dest="critic_weight", type=_bounded(float, 0), default=d.critic_weight,

@@ -155,3 +155,25 @@ def segment_colour_transfer(
     lab_out = (weights[0, :, None] * mapped).sum(0, keepdim=True)
     lab_out = torch.cat([lab_out[:, :1].clamp(0, 100), lab_out[:, 1:].clamp(-128, 127)], 1)
     return lab_to_rgb(lab_out).clamp(0, 1)
+
+
+def blend_lab(content: torch.Tensor, result: torch.Tensor, lightness: float = 1.0, chroma: float = 1.0) -> torch.Tensor:
+    """Keep a share of the change from ``content`` to ``result``, separately for lightness and colour.
+
+    ``L* = L*_c + lightness (L*_r - L*_c)`` and likewise for a*, b* with ``chroma``, in CIE Lab:
+    a photo editor's "fade" of an adjustment, with the tone and the colour faded apart.
+
+    Args:
+        content: ``(1, 3, H, W)`` RGB in [0, 1].
+        result: ``(1, 3, H, W)`` RGB in [0, 1], the stylised image at the same size.
+        lightness: share of the change in L* kept; 0 keeps the content's tone, 1 the result's.
+        chroma: share of the change in a*, b* kept; 0 keeps the content's colours, 1 the result's.
+
+    Returns:
+        ``(1, 3, H, W)`` RGB in [0, 1]; ``result`` itself when both shares are 1.
+    """
+    if lightness == 1.0 and chroma == 1.0:
+        return result
+    lab_content, lab_result = rgb_to_lab(content), rgb_to_lab(result)
+    share = lab_result.new_tensor([lightness, chroma, chroma]).view(1, 3, 1, 1)
+    return lab_to_rgb(lab_content + share * (lab_result - lab_content)).clamp(0, 1)

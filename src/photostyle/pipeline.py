@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 
 from . import io
-from .colour import segment_colour_transfer
+from .colour import blend_lab, segment_colour_transfer
 from .critic import DEFAULT_OFFLINE_CRITIC, Critic, get_critic
 from .errors import DeviceError, InputError, MaskError, WeightsError
 from .features import DEFAULT_LAYERS, VGGEncoder, load_encoder
@@ -67,6 +67,9 @@ class TransferConfig:
     affine_radius: int = 2
     affine_eps: float = 1e-4
     detail: float = 0.25
+    flat_threshold: float = 0.05
+    strength: float = 1.0
+    chroma: float = 0.9
     critic: str = "none"
     critic_weight: float = 0.05
     segmentation: Literal["auto", "masks", "none"] = "auto"
@@ -246,8 +249,10 @@ def stylise(
     with timer("upsample"):
         if config.output_size is not None:
             content_full = io.resize_long_side(content_full, config.output_size)
+        look = blend_lab(previous, image, lightness=config.strength, chroma=config.strength * config.chroma)
         output = local_affine_upsample(
-            previous, image, content_full, config.affine_radius, config.affine_eps, detail=config.detail
+            previous, look, content_full, config.affine_radius, config.affine_eps,
+            detail=config.detail, flat=config.flat_threshold,
         )
 
     critic_report = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from kornia.color import rgb_to_grayscale
 from kornia.filters import box_blur
 
 
@@ -88,6 +89,24 @@ def apply_local_affine(
     return out.clamp(0, 1)
 
 
+def texture_weight(image: torch.Tensor, threshold: float, radius: int = 2) -> torch.Tensor:
+    """How textured each pixel's neighbourhood is: near 0 in flat regions, near 1 in detailed ones.
+
+    ``s^2 / (s^2 + threshold^2)`` with ``s`` the standard deviation of the grey level in a
+    ``(2 radius + 1)^2`` window.
+
+    Args:
+        image: ``(1, 3, H, W)`` RGB in [0, 1].
+        threshold: grey-level standard deviation (0..1) at which the weight is one half.
+
+    Returns:
+        ``(1, 1, H, W)`` in [0, 1).
+    """
+    grey = rgb_to_grayscale(image)
+    var = (_mean(grey * grey, radius) - _mean(grey, radius) ** 2).clamp(min=0)
+    return var / (var + threshold**2)
+
+
 def local_affine_upsample(
     guide_small: torch.Tensor,
     result_small: torch.Tensor,
@@ -96,6 +115,7 @@ def local_affine_upsample(
     eps: float = 1e-4,
     tile_rows: int = 512,
     detail: float = 0.0,
+    flat: float = 0.0,
 ) -> torch.Tensor:
     """Carry a result computed at working size over to the full-resolution content.
 
@@ -106,6 +126,9 @@ def local_affine_upsample(
         detail: share in [0, 1] of the result's non-affine part (texture the optimisation
             added) that is kept, bilinearly upsampled; 0 gives a pure local affine recolouring
             of the content, 1 reproduces the result exactly at working size.
+        flat: grey-level standard deviation (0..1) of the content below which that texture
+            fades out (:func:`texture_weight`), so flat skies and backdrops stay clean;
+            0 keeps it everywhere.
 
     Returns:
         ``(1, 3, H, W)`` in [0, 1].
@@ -114,4 +137,6 @@ def local_affine_upsample(
     residual = None
     if detail > 0:
         residual = detail * (result_small - apply_local_affine(coeffs, guide_small, tile_rows=tile_rows))
+        if flat > 0:
+            residual = residual * texture_weight(guide_small, flat, radius)
     return apply_local_affine(coeffs, guide_full, tile_rows=tile_rows, residual=residual)

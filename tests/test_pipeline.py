@@ -1,0 +1,30 @@
+import torch
+from kornia.color import rgb_to_lab
+
+from photostyle.pipeline import TransferConfig, stylise
+
+TINY = dict(size=32, iterations=3, weights=None, segmentation="none", lr=0.05)
+
+
+def _pair() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    content = torch.rand(1, 3, 28, 32) * 0.5 + 0.25  # at working size: the upsample is exact
+    style = torch.rand(1, 3, 36, 40) * torch.tensor([0.9, 0.5, 0.2]).view(1, 3, 1, 1)  # warm, dark
+    return content, style
+
+
+def test_strength_zero_returns_the_content():
+    content, style = _pair()
+    out = stylise(content, style, config=TransferConfig(**TINY, strength=0.0, detail=0.0)).image
+    assert out.shape == content.shape
+    assert (out - content).abs().max() < 1 / 255  # within one 8-bit level (Lab round trip, ridge eps)
+
+
+def test_chroma_zero_changes_tone_but_keeps_the_contents_colours():
+    content, style = _pair()
+    full = stylise(content, style, config=TransferConfig(**TINY, detail=0.0, chroma=1.0)).image
+    grey = stylise(content, style, config=TransferConfig(**TINY, detail=0.0, chroma=0.0)).image
+    lab_c, lab_full, lab_grey = rgb_to_lab(content), rgb_to_lab(full), rgb_to_lab(grey)
+    colour_shift = lambda lab: (lab[:, 1:] - lab_c[:, 1:]).abs().mean()  # noqa: E731
+    assert colour_shift(lab_full) > 5 * colour_shift(lab_grey)
+    assert (lab_grey[:, :1] - lab_c[:, :1]).abs().mean() > 3  # the style's tone still arrives
