@@ -27,7 +27,7 @@ def preset_config(name: str, **overrides: Any) -> TransferConfig:
     """The :class:`TransferConfig` of preset ``name``, with ``overrides`` applied on top.
 
     >>> preset_config("fast").size, preset_config("fast", iterations=2).iterations
-    (256, 2)
+    (224, 2)
 
     Raises:
         InputError: ``name`` is not a preset; the message lists the valid ones.
