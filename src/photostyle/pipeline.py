@@ -57,7 +57,7 @@ class TransferConfig:
     lr: float = 0.02
     init: Literal["distribution", "reinhard", "content", "noise", "style"] = "distribution"
     content_weight: float = 1.0
-    style_weight: float = 10.0
+    style_weight: float = 5.0
     photo_weight: float = 100.0
     content_layer: str = "conv4_2"
     style_layers: tuple[str, ...] = STYLE_LAYERS
@@ -66,10 +66,10 @@ class TransferConfig:
     pooling: Literal["max", "avg"] = "max"
     affine_radius: int = 2
     affine_eps: float = 1e-4
-    detail: float = 0.25
+    detail: float = 0.5
     flat_threshold: float = 0.05
     strength: float = 1.0
-    chroma: float = 0.9
+    chroma: float = 1.0
     critic: str = "none"
     critic_weight: float = 0.05
     segmentation: Literal["auto", "masks", "none"] = "auto"
