@@ -151,6 +151,16 @@ def test_limits(client):
     assert "megapixels" in response.json()["error"] and "style photo wide.png" in response.json()["error"]
 
 
+def test_strength_is_applied_and_checked(client):
+    files = {"content": ("a.png", png(1), "image/png"), "style": ("b.png", png(2), "image/png")}
+    job = wait(client, client.post("/api/jobs", files=files, data={"preset": "fast", "strength": "0.3"}).json()["id"])
+    assert job["state"] == "done", job["error"]
+    assert job["report"]["settings"]["strength"] == 0.3
+    for bad in ("1.5", "-0.1", "strong", "nan"):
+        response = client.post("/api/jobs", files=files, data={"strength": bad})
+        assert response.status_code == 400 and "strength must be a number from 0 to 1" in response.json()["error"]
+
+
 def test_missing_photo_and_unknown_preset(client):
     response = client.post("/api/jobs", files={"content": ("a.png", png(1), "image/png")})
     assert response.status_code == 400 and "no style photo" in response.json()["error"]

@@ -10,7 +10,7 @@ API (JSON unless said otherwise):
 
 - ``GET /api/config``: presets, bundled examples and limits.
 - ``POST /api/jobs`` (multipart): ``content`` and ``style`` files, or ``content_example`` /
-  ``style_example`` names, and ``preset``. Answers 202 with the job.
+  ``style_example`` names, ``preset`` and optionally ``strength`` (0 to 1). Answers 202 with the job.
 - ``GET /api/jobs/{id}``: state (queued, running, done, failed), step, total, loss terms,
   error, segment labels with their colours, and the URLs of its images.
 - ``GET /api/jobs/{id}/files/{name}``: ``before.jpg`` (the content as read), ``preview.jpg``
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import secrets
@@ -76,6 +77,19 @@ class _Reject(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def _strength(value: Any) -> dict[str, float]:
+    """The page's strength slider as a config override; none when the field is absent."""
+    if value is None or value == "":
+        return {}
+    try:
+        strength = float(value)
+    except (TypeError, ValueError):
+        strength = math.nan
+    if not 0.0 <= strength <= 1.0:
+        raise _Reject(400, f"strength must be a number from 0 to 1, not {str(value)[:20]!r}")
+    return {"strength": strength}
 
 
 @dataclass
@@ -297,7 +311,7 @@ def create_app(
         try:
             async with request.form(max_files=2, max_fields=8) as form:
                 preset = str(form.get("preset") or "balanced")
-                config = preset_config(preset, **overrides)
+                config = preset_config(preset, **{**overrides, **_strength(form.get("strength"))})
                 names = {kind: await _receive(form, kind, folder, limit) for kind in ("content", "style")}
             content = await run_in_threadpool(_check_photos, folder, names, int(max_pixels))
             job = Job(job_id, folder, config, preset, names, "result.png" if content.alpha is not None else "result.jpg")

@@ -70,6 +70,7 @@ async function start() {
     else form.append(`${kind}_example`, c.example);
   }
   form.append("preset", $("#preset").value);
+  form.append("strength", $("#strength").value);
   $("#start").disabled = true;
   $("#result").hidden = $("#segments").hidden = true;
   say("");
@@ -150,3 +151,6 @@ $("#slider").addEventListener("input", (e) => {
 });
 $("#start").addEventListener("click", start);
 loadConfig().catch((err) => say(`cannot reach the server: ${err.message}`));
+$("#strength").addEventListener("input", (e) => {
+  $("#strength-value").value = `${Math.round(e.target.value * 100)}%`;
+});
