@@ -62,15 +62,15 @@ def test_texture_weight_is_low_on_flat_and_high_on_textured_regions():
     assert weight[..., 25:].min() > 0.8
 
 
-def test_flat_threshold_keeps_added_texture_out_of_flat_regions():
+def test_flat_regions_get_no_added_texture_and_no_blotches():
     torch.manual_seed(0)
     guide = torch.full((1, 3, 20, 40), 0.4)
     guide[..., 20:] = torch.rand(1, 3, 20, 20)
     painted = (guide + 0.1 * torch.randn(1, 3, 20, 40)).clamp(0, 1)  # texture everywhere
-    kept = local_affine_upsample(guide, painted, guide, detail=1.0, flat=0.05)
+    kept = local_affine_upsample(guide, painted, guide, detail=1.0, flat=0.05, flat_radius=8)
     everywhere = local_affine_upsample(guide, painted, guide, detail=1.0)
     affine = local_affine_upsample(guide, painted, guide, detail=0.0)
     flat, textured = (..., slice(0, 15)), (..., slice(25, 40))
-    assert (kept[flat] - affine[flat]).abs().max() < 1e-4  # no added texture where the content is flat
-    assert (everywhere[flat] - affine[flat]).abs().max() > 0.1
+    # The 5x5 affine fit alone leaves blotches of the painted noise where the content is flat (std 0.016).
+    assert kept[flat].std() < 0.4 * affine[flat].std() < 0.1 * everywhere[flat].std()
     assert torch.allclose(kept[textured], everywhere[textured], atol=0.05)  # texture stays where the content has it

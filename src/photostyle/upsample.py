@@ -116,6 +116,7 @@ def local_affine_upsample(
     tile_rows: int = 512,
     detail: float = 0.0,
     flat: float = 0.0,
+    flat_radius: int = 8,
 ) -> torch.Tensor:
     """Carry a result computed at working size over to the full-resolution content.
 
@@ -126,17 +127,26 @@ def local_affine_upsample(
         detail: share in [0, 1] of the result's non-affine part (texture the optimisation
             added) that is kept, bilinearly upsampled; 0 gives a pure local affine recolouring
             of the content, 1 reproduces the result exactly at working size.
-        flat: grey-level standard deviation (0..1) of the content below which that texture
-            fades out (:func:`texture_weight`), so flat skies and backdrops stay clean;
-            0 keeps it everywhere.
+        flat: grey-level standard deviation (0..1) of the content that separates flat regions
+            from textured ones (:func:`texture_weight`); 0 treats every region as textured.
+            Where the content is flat, no texture is added back and the affine maps are
+            fitted over ``flat_radius`` windows instead of ``radius`` ones, so the blotches
+            and swirls an optimiser leaves in a clear sky or a studio backdrop are smoothed
+            away while edges stay sharp (the fit is still affine in the content's colours).
+        flat_radius: window radius in working-size pixels of the fit in flat regions.
 
     Returns:
         ``(1, 3, H, W)`` in [0, 1].
     """
     coeffs = fit_local_affine(guide_small, result_small, radius=radius, eps=eps)
+    weight = None
+    if flat > 0:
+        weight = texture_weight(guide_small, flat, radius)
+        smooth = fit_local_affine(guide_small, result_small, radius=flat_radius, eps=eps)
+        coeffs = weight * coeffs + (1 - weight) * smooth
     residual = None
     if detail > 0:
         residual = detail * (result_small - apply_local_affine(coeffs, guide_small, tile_rows=tile_rows))
-        if flat > 0:
-            residual = residual * texture_weight(guide_small, flat, radius)
+        if weight is not None:
+            residual = residual * weight
     return apply_local_affine(coeffs, guide_full, tile_rows=tile_rows, residual=residual)
