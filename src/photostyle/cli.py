@@ -67,8 +67,9 @@ def _add_transfer_options(p: argparse.ArgumentParser) -> None:
                    help="share in [0,1] of the texture the optimisation adds that is kept in the output; "
                         "0 = a pure local affine recolouring of the content (most photorealistic) (default %(default)s)")
     g.add_argument("--flat-threshold", type=_bounded(float, 0, maximum=1), default=d.flat_threshold,
-                   help="grey-level standard deviation in [0,1] below which a region counts as flat and gets none of "
-                        "that texture, so skies and backdrops stay clean; 0 = keep it everywhere (default %(default)s)")
+                   help="grey-level standard deviation in [0,1] below which a region counts as flat: there no painted "
+                        "texture is kept and the colour maps are fitted over wide windows, so skies and backdrops stay "
+                        "clean; 0 = treat every region as textured (default %(default)s)")
     g.add_argument("--strength", type=_bounded(float, 0, maximum=1), default=d.strength,
                    help="share in [0,1] of the change applied, in lightness and colour; 0 returns the content (default %(default)s)")
     g.add_argument("--chroma", type=_bounded(float, 0, maximum=1), default=d.chroma,
