@@ -339,6 +339,10 @@ def test_traceback_only_with_debug(capsys, photos):
         ("--lr", "nan", "expected a number > 0 but received nan"),
         ("--style-weight", "-3", "expected a number >= 0"),
         ("--save-every", "1.5", "expected an integer >= 0 but received '1.5'"),
+        ("--detail", "2", "expected a number >= 0 and <= 1 but received 2"),
+        ("--strength", "1.5", "expected a number >= 0 and <= 1 but received 1.5"),
+        ("--chroma", "-0.1", "expected a number >= 0 and <= 1 but received -0.1"),
+        ("--flat-threshold", "nan", "expected a number >= 0 and <= 1 but received nan"),
     ],
 )
 def test_bad_numbers_are_usage_errors(capsys, photos, option, value, fragment):

@@ -149,8 +149,8 @@ $("#slider").addEventListener("input", (e) => {
   $("#before").style.clipPath = `inset(0 ${100 - v}% 0 0)`;
   $("#compare").style.setProperty("--split", `${v}%`);
 });
-$("#start").addEventListener("click", start);
-loadConfig().catch((err) => say(`cannot reach the server: ${err.message}`));
 $("#strength").addEventListener("input", (e) => {
   $("#strength-value").value = `${Math.round(e.target.value * 100)}%`;
 });
+$("#start").addEventListener("click", start);
+loadConfig().catch((err) => say(`cannot reach the server: ${err.message}`));
