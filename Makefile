@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
-	$(BIN)/photostyle weights --fetch vgg16-imagenet
+	$(BIN)/photostyle weights --fetch vgg16-imagenet lpips-vgg-heads wordnet
 	touch $(STAMP)
 
 setup: $(STAMP)

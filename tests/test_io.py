@@ -329,7 +329,7 @@ def test_encoder_failure_cleans_up(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(Image.Image, "save", fail_halfway)
-    with pytest.raises(OutputError, match="cannot write the image .disk full"):
+    with pytest.raises(OutputError, match="cannot write the file .disk full"):
         save_image(torch.zeros(1, 3, 2, 2), tmp_path / "out.jpg")
     assert list(tmp_path.iterdir()) == []
 

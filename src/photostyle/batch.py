@@ -179,6 +179,9 @@ def jobs_from_csv(csv_path: str | Path, output_dir: str | Path, fmt: str = "jpg"
             raise InputError(f"{csv_path}: pair {number} lacks a content or style photo")
         if ("content_mask" in record) != ("style_mask" in record):
             raise InputError(f"{csv_path}: pair {number} gives only one mask; give content_mask and style_mask together")
+        output = Path(record.get("output", "."))
+        if output.is_absolute() or ".." in output.parts:
+            raise InputError(f"{csv_path}: pair {number} writes {output}, outside --output; give a name relative to it without '..'")
         records.append(record)
     base = csv_path.parent
     pairs = [(base / r["content"], base / r["style"]) for r in records]
@@ -219,8 +222,8 @@ def run_batch(
     Returns:
         :class:`BatchSummary`. A job that raises a :class:`PhotostyleError` (bad photo, bad mask,
         unwritable output, diverged) is recorded in ``failed`` and the batch goes on. On Ctrl-C
-        the job in progress leaves no output (so the next run redoes it) and the summary so far
-        is returned with ``interrupted=True``.
+        the job in progress writes nothing (a previous result stays as it was; a missing one is
+        redone by the next run) and the summary so far is returned with ``interrupted=True``.
     """
     summary = BatchSummary()
     start = time.perf_counter()
@@ -234,7 +237,7 @@ def run_batch(
             _make_folder(job.output.parent)
             result = transfer(
                 job.content, job.style, job.output, config,
-                content_mask=job.content_mask, style_mask=job.style_mask, overwrite=overwrite,
+                content_mask=job.content_mask, style_mask=job.style_mask, overwrite=overwrite, keep_partial=False,
             )
         except PhotostyleError as err:
             summary.failed.append((job, str(err)))
@@ -242,8 +245,7 @@ def run_batch(
         except KeyboardInterrupt:
             summary.interrupted = True
             break
-        if result.report["interrupted"]:  # Ctrl-C inside the optimisation: a partial result was written
-            job.output.unlink(missing_ok=True)
+        if result.report["interrupted"]:  # Ctrl-C inside the optimisation: the output was left as it was
             summary.interrupted = True
             break
         summary.done.append(job.output)

@@ -12,13 +12,19 @@ import argparse
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 import warnings
 from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
 from .errors import Interrupted, PhotostyleError
+
+
+#: What ``photostyle weights --fetch`` knows; the registry's names are repeated here so ``--help`` needs no torch.
+FETCHABLE = ("vgg16-imagenet", "lpips-vgg-heads", "vgg19-imagenet", "wordnet", "ade20k")
 
 
 def _bounded(kind: type, minimum: float, inclusive: bool = True, maximum: float = math.inf):
@@ -53,10 +59,10 @@ def _add_transfer_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--size", type=_bounded(int, 32), default=None, help="working resolution, long side in px (default: from --preset)")
     g.add_argument("--output-size", type=_bounded(int, 16), default=None, help="output long side in px (default: the content's own size)")
     g.add_argument("--iterations", type=_bounded(int, 0), default=None, help="optimisation steps per level (default: from --preset)")
-    g.add_argument("--levels", type=_bounded(int, 1), default=None,
-                   help="coarse-to-fine levels, each half the size of the next (default: from --preset)")
+    g.add_argument("--levels", type=_bounded(int, 1, maximum=6), default=None,
+                   help="coarse-to-fine levels in 1..6, each half the size of the next (default: from --preset)")
     g.add_argument("--optimizer", choices=["adam", "lbfgs"], default=d.optimizer, help="Adam is the paper's")
-    g.add_argument("--lr", type=_bounded(float, 0, inclusive=False), default=d.lr, help="Adam learning rate, pixel units in [0,1] (default %(default)s)")
+    g.add_argument("--lr", type=_bounded(float, 0, inclusive=False, maximum=1), default=d.lr, help="Adam learning rate, pixel units in [0,1] (default %(default)s)")
     g.add_argument("--init", choices=["distribution", "reinhard", "content", "noise", "style"], default=d.init,
                    help="start point; distribution/reinhard = per-segment colour transfer (default %(default)s)")
     g.add_argument("--content-weight", type=_bounded(float, 0), default=d.content_weight, help="default %(default)s")
@@ -85,13 +91,14 @@ def _add_transfer_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--segmenter", default=d.segmenter, help="auto, ade20k or coseg (default %(default)s)")
     g.add_argument("--similarity-metric", default=d.similarity_metric,
                    choices=["path", "wup", "lin", "res", "jcn", "li", "wpath"], help="WordNet metric for grouping labels (default %(default)s)")
-    g.add_argument("--semantic-threshold", type=float, default=d.semantic_threshold,
+    g.add_argument("--semantic-threshold", type=_bounded(float, 0), default=d.semantic_threshold,
                    help="labels at least this similar are merged (default %(default)s)")
     g.add_argument("--arch", choices=["vgg16", "vgg19"], default=d.arch, help="feature network (default %(default)s)")
     g.add_argument("--weights", default=d.weights,
                    help="'default' (registry), a path to a torchvision-layout state dict, or 'none' for random")
     g.add_argument("--device", default=d.device, help="auto, cpu or cuda (default %(default)s)")
-    g.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
+    g.add_argument("--seed", type=_bounded(int, 0, maximum=2**32 - 1), default=d.seed,
+                   help="random seed in 0..2^32-1 (default %(default)s)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -117,10 +124,9 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
             args.content, args.style, output, config,
             content_mask=args.content_mask, style_mask=args.style_mask,
             overwrite=args.overwrite, callback=progress, keep_state=args.save_every, resume=args.resume,
+            report_path=args.report,
         )
     report = result.report
-    if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2, default=str))
     if not args.quiet:
         for note in report["segment_notes"]:
             print(f"photostyle: note: {note}", file=sys.stderr)
@@ -177,21 +183,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from .web import create_app
+        from .web import access, create_app
     except ImportError as err:
         raise PhotostyleError(f"the web page needs {err.name}; install it with: pip install 'photostyle[web]'") from err
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"photostyle: listening on {args.host}: anyone who reaches it can upload photos", file=sys.stderr)
-    app = create_app(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels)
-    print(f"photostyle: open http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
+    hosts, token, url = access(args.host, args.port, args.allow_host)
+    if token is not None:
+        print(f"photostyle: listening on {args.host}: anyone who reaches it and has the address below with its token "
+              f"can upload photos; it answers to {', '.join(sorted(hosts))} (more with --allow-host)", file=sys.stderr)
+    app = create_app(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, allowed_hosts=hosts, token=token)
+    print(f"photostyle: open {url} (Ctrl-C stops)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from .errors import InputError
+    from .errors import InputError, OutputError
     from .grouping import METRICS
-    from .io import load_image
+    from .io import check_distinct, check_writable, load_image, write_atomically
     from .masks import save_colour_mask
     from .segmentation.auto import choose_segmenter, save_overlay, segment_pair
 
@@ -199,24 +207,38 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         raise InputError(f"unknown --similarity-metric {args.similarity_metric!r}; choose one of {', '.join(METRICS)}")
     if len(args.images) > 2:
         raise InputError(f"segment takes one photo or a content and a style photo but received {len(args.images)}")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"-o {out} is a file; segment writes several files, give a folder")
+    roles = ["image"] if len(args.images) == 1 else ["content", "style"]
+    files = [out / f"{role}_{kind}.png" for role in roles for kind in ("mask", "overlay")] + [out / "grouping.json"]
+    check_distinct({str(f): f for f in files}, args.images)
     images = [load_image(path).tensor for path in args.images]
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            check_writable(f, overwrite=args.overwrite)
+    except (OSError, OutputError) as err:
+        if created and out.is_dir():
+            out.rmdir()
+        raise err if isinstance(err, OutputError) else OutputError(
+            f"cannot create the folder {out} ({err.strerror}); choose another -o") from err
     if len(images) == 1:
         backend, notes = choose_segmenter(args.segmenter)
-        segs, names, name, grouping = [backend.segment(images[0])], ["image"], backend.name, None
+        segs, name, grouping = [backend.segment(images[0])], backend.name, None
     else:
         outcome = segment_pair(images[0], images[1], segmenter=args.segmenter, metric=args.similarity_metric,
                                threshold=args.semantic_threshold, min_fraction=args.min_fraction)
-        segs, names, notes = [outcome.content, outcome.style], ["content", "style"], outcome.notes
+        segs, notes = [outcome.content, outcome.style], outcome.notes
         name, grouping = outcome.segmenter, outcome.grouping
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    for role, path, image, seg in zip(names, args.images, images, segs):
+    summary = {"segmenter": name, "images": {role: {"path": str(path), "labels": seg.labels,
+               "coverage": [round(float(c), 4) for c in seg.coverage()]} for role, path, seg in zip(roles, args.images, segs)},
+               "grouping": grouping, "notes": notes}
+    for role, image, seg in zip(roles, images, segs):
         save_colour_mask(seg, out / f"{role}_mask.png", overwrite=args.overwrite)
         save_overlay(image, seg, out / f"{role}_overlay.png", overwrite=args.overwrite)
-    summary = {"segmenter": name, "images": {role: {"path": str(path), "labels": seg.labels,
-               "coverage": [round(float(c), 4) for c in seg.coverage()]} for role, path, seg in zip(names, args.images, segs)},
-               "grouping": grouping, "notes": notes}
-    (out / "grouping.json").write_text(json.dumps(summary, indent=2))
+    write_atomically(out / "grouping.json", json.dumps(summary, indent=2) + "\n")
     if not args.quiet:
         print(f"wrote masks, overlays and grouping.json to {out} ({name}: {', '.join(segs[0].labels)})", file=sys.stderr)
     return 0
@@ -227,13 +249,28 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
     if args.fetch:
         for name in args.fetch:
-            path = weights.ensure(name)
-            print(f"{name}: {path}")
+            print(f"{name}: {_fetch(name)}")
         return 0
     for name, available, path, note in weights.status():
         mark = "yes" if available else "no "
         print(f"{mark}  {name:<18} {path or '-'}  {note}")
     return 0
+
+
+def _fetch(name: str) -> str:
+    """Fetch one named download (the only command that opens a network connection); returns where it is."""
+    if name == "wordnet":
+        from .wordnet import ensure_wordnet
+
+        return str(ensure_wordnet(fetch=True))
+    if name == "ade20k":
+        from .segmentation.ade20k import DEFAULT_CHECKPOINT, ADE20KSegmenter
+
+        ADE20KSegmenter(local_files_only=False)
+        return f"{DEFAULT_CHECKPOINT} in the Hugging Face cache"
+    from . import weights
+
+    return str(weights.ensure(name, fetch=True))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,12 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output image (.png .jpg .tif .webp .bmp)")
     p.add_argument("--content-mask", help="DPST colour-coded mask of the content photo")
     p.add_argument("--style-mask", help="DPST colour-coded mask of the style photo")
-    p.add_argument("--report", help="write timings, loss terms, settings and weights used to this JSON file")
+    p.add_argument("--report", help="write timings, loss terms, settings and weights used to this JSON file "
+                   "(checked before the run; an existing file needs --overwrite)")
     p.add_argument("--save-every", type=_bounded(int, 0), default=0, metavar="N",
                    help="save the working image and the resume state every N steps (the state is always saved on Ctrl-C)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (and --report) file; an input photo or mask is never replaced")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run of the same command from OUTPUT.photostyle-state.pt (replaces OUTPUT)")
+                   help="continue an interrupted run of the same command from OUTPUT.photostyle-state.pt; only then may "
+                        "OUTPUT and --report, which that run wrote, be replaced without --overwrite")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_transfer_options(p)
     p.set_defaults(func=_cmd_transfer)
@@ -263,10 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "segmentation/inN.png + tarN.png, final_results/bestN.png (optional)")
     p.add_argument("--out", required=True, help="output folder: report.json, report.md, photostyle/, sheets/, metrics/")
     p.add_argument("--ids", help="comma-separated pair ids, e.g. 1,5,9 (default: all)")
-    p.add_argument("--limit", type=int, help="run at most N pairs")
+    p.add_argument("--limit", type=_bounded(int, 1), help="run at most N pairs")
     p.add_argument("--masks", choices=["hand", "auto", "none"], default="hand",
                    help="segments photostyle itself uses (default %(default)s); metrics always use the hand masks")
-    p.add_argument("--eval-size", type=int, default=350, help="long side in px at which all methods are scored (default %(default)s)")
+    p.add_argument("--eval-size", type=_bounded(int, 32), default=350, help="long side in px at which all methods are scored (default %(default)s)")
     p.add_argument("--eval-weights", default="default", help="VGG16 weights of the metrics; 'none' = random (smoke tests only)")
     p.add_argument("--score", nargs="+", action="extend", default=[], metavar="NAME=DIR",
                    help="also score another method: DIR holds one image per pair id (N.png, bestN.jpg, inN.png, ...)")
@@ -288,10 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_batch)
 
     p = sub.add_parser("serve", help="the web page: upload two photos, compare, download")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default %(default)s: this machine only; any other needs the token printed at start)")
     p.add_argument("--port", type=int, default=7860, help="default %(default)s")
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest photo file accepted (default %(default)s)")
     p.add_argument("--max-pixels", type=float, default=40e6, help="largest photo accepted in pixels (default %(default).0f)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer to this host name or address (repeatable); other names are refused")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("segment", help="segment one photo, or a content and style pair, and show the segments")
@@ -299,14 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="folder for *_mask.png, *_overlay.png and grouping.json")
     p.add_argument("--segmenter", default="auto", help="auto (ADE20K if available locally, else coseg), ade20k or coseg")
     p.add_argument("--similarity-metric", default="li", help="WordNet metric for grouping labels (default %(default)s)")
-    p.add_argument("--semantic-threshold", type=float, default=0.8, help="merge labels this similar (default %(default)s)")
-    p.add_argument("--min-fraction", type=float, default=0.01, help="merge segments smaller than this (default %(default)s)")
+    p.add_argument("--semantic-threshold", type=_bounded(float, 0), default=0.8, help="merge labels this similar (default %(default)s)")
+    p.add_argument("--min-fraction", type=_bounded(float, 0, maximum=0.5), default=0.01,
+                   help="merge segments smaller than this share in [0,0.5] of the photo (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in the folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
     p.set_defaults(func=_cmd_segment)
 
     p = sub.add_parser("weights", help="list pretrained weights, or fetch them")
-    p.add_argument("--fetch", nargs="+", metavar="NAME", help="fetch and verify these weights")
+    p.add_argument("--fetch", nargs="+", metavar="NAME", choices=FETCHABLE,
+                   help=f"download and verify these ({', '.join(FETCHABLE)}); the only command that goes online")
     p.set_defaults(func=_cmd_weights)
     return parser
 
@@ -316,7 +361,37 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"photostyle: warning: {message}", file=sys.stderr)
 
 
+_received_signal = signal.SIGINT
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM (``kill``, ``timeout``, ``docker stop``) stops a run as Ctrl-C does: the best result
+    so far and the resume state are kept."""
+    global _received_signal
+    _received_signal = signal.Signals(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (128 + the signal's number when stopped)."""
+    global _received_signal
+    _received_signal = signal.SIGINT
+    stoppable = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGINT, signal.SIGTERM)} if stoppable else {}
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print(f"photostyle: {'terminated' if _received_signal == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
+        return 128 + _received_signal
+    except Interrupted as err:
+        print(f"photostyle: {'terminated' if _received_signal == signal.SIGTERM else 'error'}: {err}", file=sys.stderr)
+        return 128 + _received_signal
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
@@ -325,14 +400,13 @@ def main(argv: list[str] | None = None) -> int:
             if not args.debug:
                 warnings.showwarning = _show_warning
             return args.func(args)
+    except Interrupted:
+        raise
     except PhotostyleError as err:
         if args.debug:
             raise
         print(f"photostyle: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("photostyle: interrupted", file=sys.stderr)
-        return Interrupted.exit_code
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import secrets
 import struct
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,7 +28,10 @@ from PIL import Image, ImageCms, ImageOps
 
 from photostyle.errors import InputError, OutputError
 
-__all__ = ["LoadedImage", "check_output_path", "load_image", "save_image", "resize_long_side", "srgb_profile"]
+__all__ = [
+    "LoadedImage", "check_distinct", "check_output_path", "check_writable", "load_image", "resize_long_side",
+    "save_image", "srgb_profile", "write_atomically",
+]
 
 # What PIL raises on corrupt or truncated data; fuzzing shows the decoders use all of these.
 _DECODE_ERRORS = (
@@ -278,7 +281,7 @@ def save_image(
         data = _encode_png16(rgb, a, None if icc_profile is None else srgb_profile(), exif)
         if icc_profile is not None:
             warnings.warn(f"{path}: 16-bit output is written in sRGB, not in the given ICC profile", stacklevel=2)
-        _write_atomically(path, lambda f: f.write(data))
+        write_atomically(path, lambda f: f.write(data))
         return path
 
     pil = Image.fromarray(np.rint(rgb * 255.0).astype(np.uint8))
@@ -300,7 +303,7 @@ def save_image(
             params["icc_profile"] = icc_profile
         if exif is not None:
             params["exif"] = exif
-    _write_atomically(path, lambda f: pil.save(f, format=fmt, **params))
+    write_atomically(path, lambda f: pil.save(f, format=fmt, **params))
     return path
 
 
@@ -315,8 +318,7 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) 
         PIL's format name for the suffix (``"JPEG"``, ``"PNG"``, ...).
 
     Raises:
-        OutputError: unknown suffix, existing file without ``overwrite``, missing folder, or a
-            folder that refuses new files (probed by creating and removing an empty one).
+        OutputError: unknown suffix, or any reason of :func:`check_writable`.
     """
     path = Path(path)
     fmt = _SAVE_FORMATS.get(path.suffix.lower())
@@ -324,11 +326,33 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) 
         raise OutputError(
             f"{path}: unknown image type '{path.suffix}'; use one of {', '.join(_SAVE_FORMATS)}"
         )
+    check_writable(path, overwrite=overwrite)
+    return fmt
+
+
+def check_writable(path: str | os.PathLike[str], *, overwrite: bool = False, option: str = "--overwrite") -> Path:
+    """Check, before any work, that :func:`write_atomically` can create (or replace) the file ``path``.
+
+    Args:
+        path: destination file.
+        overwrite: whether an existing file may be replaced.
+        option: the option that allows replacing, named in the message.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OutputError: ``path`` is a folder or special file, exists without ``overwrite``, its folder is
+            missing, or the folder refuses new files (probed by creating and removing an empty one).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise OutputError(f"{path} is a folder or special file; give a file name")
     if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists; use --overwrite to replace it")
+        raise OutputError(f"{path} already exists; use {option} to replace it")
     if not path.parent.is_dir():
         raise OutputError(f"{path}: the folder {path.parent} does not exist; create it first")
-    probe = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    probe = _temporary_name(path)
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         probe.unlink()
@@ -336,7 +360,76 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) 
         raise OutputError(
             f"{path}: cannot write in the folder {path.parent} ({e.strerror}); choose another folder or fix its permissions"
         ) from e
-    return fmt
+    return path
+
+
+def check_distinct(outputs: Mapping[str, str | os.PathLike[str] | None], inputs: Iterable[str | os.PathLike[str] | None]) -> None:
+    """Refuse outputs that are one of the inputs, or one another, whatever ``--overwrite`` says.
+
+    Paths are compared after resolving links and ``..``; existing files are also compared by
+    identity (hard links, case-insensitive file systems).
+
+    Args:
+        outputs: what each output is (``"--report"``) -> its path, or ``None`` when not written.
+        inputs: the files read; ``None`` entries are skipped.
+
+    Raises:
+        InputError: naming the output and the file it would replace.
+    """
+    given = [Path(p) for p in inputs if p is not None]
+    seen: list[tuple[str, Path]] = []
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        path = Path(path)
+        for other in given:
+            if _same_file(path, other):
+                raise InputError(f"{what} {path} is the input photo or mask {other}; give another output name so it stays intact")
+        for other_what, other in seen:
+            if _same_file(path, other):
+                raise InputError(f"{what} and {other_what} are both {path}; give each its own file name")
+        seen.append((what, path))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes | str | Callable[[BinaryIO], object]) -> Path:
+    """Write ``data`` (bytes, UTF-8 text, or a function writing to a binary file) to ``path`` atomically.
+
+    The data goes to a temporary file in the same folder, is flushed to disk and renamed onto
+    ``path``: the file is either complete or untouched. On failure the temporary file is removed.
+
+    Raises:
+        OutputError: the write failed (permissions, full disk, folder gone), naming ``path``.
+    """
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode()
+    write = data if callable(data) else (lambda f, payload=data: f.write(payload))
+    tmp = _temporary_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, like open()
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise OutputError(f"{path}: cannot write the file ({e}); check permissions and free disk space") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
 
 
 def _to_hwc(x: torch.Tensor) -> np.ndarray:
@@ -373,22 +466,6 @@ def _encode_png16(rgb: np.ndarray, alpha: np.ndarray | None, icc: bytes | None, 
     chunks += [(b"IDAT", zlib.compress(raw, 6)), (b"IEND", b"")]
     body = b"".join(struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d)) for t, d in chunks)
     return b"\x89PNG\r\n\x1a\n" + body
-
-
-def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through a temporary file in the same folder renamed onto ``path``; on failure remove it."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, like open()
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, ValueError) as e:
-        raise OutputError(f"{path}: cannot write the image ({e}); check permissions and free disk space") from e
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:

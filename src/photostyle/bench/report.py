@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from ..io import write_atomically
 from .metrics import METRICS
 
 _ARROW = {"lower": "↓", "higher": "↑"}
@@ -52,8 +53,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     report["means"] = means(report["pairs"], report["methods"])
     report["wins"] = wins(report["pairs"], report["methods"])
     report["metric_definitions"] = {k: m._asdict() for k, m in METRICS.items()}
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (out_dir / "report.md").write_text(render_markdown(report))
+    write_atomically(out_dir / "report.json", json.dumps(report, indent=2, default=str))
+    write_atomically(out_dir / "report.md", render_markdown(report))
     return report
 
 

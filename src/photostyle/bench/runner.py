@@ -37,7 +37,7 @@ import torch
 
 from .. import io
 from ..colour import segment_colour_transfer
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..masks import Segmentation
 from ..masks import load_mask_pair
 from ..pipeline import TransferConfig, peak_rss_mb, resolve_device, stylise
@@ -214,13 +214,38 @@ def _score_cached(
             log.warning("ignoring unreadable metrics cache %s", cache_path)
     metrics = evaluator.score(io.load_image(image_path).tensor, targets())
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    cache_path.write_text(json.dumps({"key": key, "image": str(image_path), "metrics": metrics}, indent=1))
+    io.write_atomically(cache_path, json.dumps({"key": key, "image": str(image_path), "metrics": metrics}, indent=1))
     return metrics, False
 
 
 def _error(err: Exception) -> str:
     log.debug("benchmark step failed", exc_info=err)
     return f"{type(err).__name__}: {err}"
+
+
+_MARKER = ".photostyle-bench"
+
+
+def _bench_folder(out: Path) -> Path:
+    """Create or reopen the benchmark's output folder ``out``, with its sub-folders.
+
+    The folder is the benchmark's own (its files are replaced on the next run): it must be new,
+    empty, or made by an earlier ``photostyle bench`` (it holds the marker file ``.photostyle-bench``).
+
+    Raises:
+        OutputError: ``out`` is a file, a folder holding other files, or cannot be created.
+    """
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; give a folder for the benchmark's outputs")
+    if out.is_dir() and any(out.iterdir()) and not any((out / f).is_file() for f in (_MARKER, "report.json")):
+        raise OutputError(f"--out {out} holds files that photostyle bench did not make; give a new or empty folder")
+    try:
+        for sub in ("photostyle", "baseline", "sheets"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        (out / _MARKER).touch()
+    except OSError as err:
+        raise OutputError(f"cannot create the benchmark folder {out} ({err.strerror}); choose another --out") from err
+    return out
 
 
 def run_benchmark(
@@ -267,9 +292,7 @@ def run_benchmark(
         raise InputError(f"masks must be hand, auto or none but received {masks!r}")
     pairs = select_pairs(discover_pairs(pairs_dir), ids, limit)
     score_dirs = parse_scores([f"{k}={v}" for k, v in (scores or {}).items()])
-    out = Path(out_dir)
-    for sub in ("photostyle", "baseline", "sheets"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    out = _bench_folder(Path(out_dir))
     evaluator = evaluator or Evaluator(eval_weights, eval_size=eval_size, device=resolve_device(config.device))
     methods = [*BUILTIN_METHODS, *score_dirs]
     say = progress or (lambda line: None)
@@ -296,7 +319,7 @@ def run_benchmark(
         if run:
             try:
                 record["transfer"] = _run_photostyle(loaded, config, masks, images["photostyle"])
-                cost_path.write_text(json.dumps(record["transfer"], indent=1, default=str))
+                io.write_atomically(cost_path, json.dumps(record["transfer"], indent=1, default=str))
                 interrupted = record["transfer"]["interrupted"]
             except Exception as err:  # recorded; the other methods are still scored
                 record["transfer"] = {"error": _error(err)}

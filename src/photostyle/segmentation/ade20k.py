@@ -83,7 +83,7 @@ def _load_model(checkpoint: str, local_files_only: bool) -> Any:
     except (OSError, ValueError) as err:
         raise WeightsError(
             f"cannot load the ADE20K segmentation model {checkpoint!r} ({str(err).splitlines()[0]}); "
-            f"fetch it into the Hugging Face cache with 'huggingface-cli download {DEFAULT_CHECKPOINT}' "
+            f"fetch it once with 'photostyle weights --fetch ade20k' "
             f"(or the checkpoint you want), or pass checkpoint=/path/to/a/save_pretrained/directory"
         ) from err
     return model.eval()
@@ -113,7 +113,8 @@ class ADE20KSegmenter(Segmenter):
     Args:
         checkpoint: hub id or local ``save_pretrained`` directory of an
             ``AutoModelForSemanticSegmentation`` model (SegFormer, UperNet, ...).
-        local_files_only: only use the Hugging Face cache or a local directory, never the network.
+        local_files_only: only use the Hugging Face cache or a local directory, never the network
+            (the default: a run stays offline; ``photostyle weights --fetch ade20k`` downloads).
         size: the photo is resized to ``size x size`` for the model (SegFormer's ADE20K
             preprocessing); the logits are upsampled back to the photo's size.
 
@@ -135,7 +136,7 @@ class ADE20KSegmenter(Segmenter):
         self,
         checkpoint: str | os.PathLike[str] = DEFAULT_CHECKPOINT,
         *,
-        local_files_only: bool = False,
+        local_files_only: bool = True,
         size: int = 512,
     ) -> None:
         self.checkpoint = os.fspath(checkpoint)

@@ -3,6 +3,6 @@
 Needs the ``web`` extra: ``pip install 'photostyle[web]'``.
 """
 
-from .app import create_app, examples_dir
+from .app import access, create_app, examples_dir
 
-__all__ = ["create_app", "examples_dir"]
+__all__ = ["access", "create_app", "examples_dir"]
