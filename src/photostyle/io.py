@@ -239,7 +239,7 @@ def save_image(
     lives in the same colour space as the input. Profiles of other colour spaces (CMYK, grey), and
     any profile with ``bit_depth=16``, cannot be applied: the file is then tagged sRGB.
 
-    Alpha is written by PNG, TIFF, WebP and BMP; JPEG has none, so the image is composited on white
+    Alpha is written by PNG, TIFF and WebP; for JPEG and BMP the image is composited on white
     (with a warning). EXIF is written (orientation reset to 1) by JPEG, PNG, TIFF and WebP.
     ``bit_depth=16`` is PNG only (PIL has no 16-bit RGB mode; a small PNG encoder here writes it).
 
@@ -288,8 +288,9 @@ def save_image(
     pil, icc_profile = _apply_profile(pil, icc_profile, path)
     if a is not None:
         a8 = Image.fromarray(np.rint(a * 255.0).astype(np.uint8))
-        if fmt == "JPEG":
-            warnings.warn(f"{path}: JPEG has no transparency; composited on white", stacklevel=2)
+        if fmt in ("JPEG", "BMP"):  # PIL writes no alpha in BMP: composite rather than drop it silently
+            warnings.warn(f"{path}: {fmt} keeps no transparency here; composited on white (use PNG, TIFF or WebP "
+                          "to keep it)", stacklevel=2)
             pil = Image.composite(pil, Image.new("RGB", pil.size, "white"), a8)
         else:
             pil.putalpha(a8)

@@ -226,26 +226,30 @@ def _error(err: Exception) -> str:
 _MARKER = ".photostyle-bench"
 
 
-def _bench_folder(out: Path) -> Path:
-    """Create or reopen the benchmark's output folder ``out``, with its sub-folders.
+def _check_bench_folder(out: Path) -> Path:
+    """Check, before any work, that ``out`` may be the benchmark's output folder.
 
     The folder is the benchmark's own (its files are replaced on the next run): it must be new,
-    empty, or made by an earlier ``photostyle bench`` (it holds the marker file ``.photostyle-bench``).
+    empty, or made by an earlier ``photostyle bench`` (it holds the marker file ``.photostyle-bench``
+    or a ``report.json``).
 
     Raises:
-        OutputError: ``out`` is a file, a folder holding other files, or cannot be created.
+        OutputError: ``out`` is a file, or a folder holding other files.
     """
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; give a folder for the benchmark's outputs")
     if out.is_dir() and any(out.iterdir()) and not any((out / f).is_file() for f in (_MARKER, "report.json")):
         raise OutputError(f"--out {out} holds files that photostyle bench did not make; give a new or empty folder")
+    return out
+
+
+def _make_bench_folder(out: Path) -> None:
     try:
         for sub in ("photostyle", "baseline", "sheets"):
             (out / sub).mkdir(parents=True, exist_ok=True)
         (out / _MARKER).touch()
     except OSError as err:
         raise OutputError(f"cannot create the benchmark folder {out} ({err.strerror}); choose another --out") from err
-    return out
 
 
 def run_benchmark(
@@ -290,9 +294,10 @@ def run_benchmark(
     config = config or TransferConfig()
     if masks not in ("hand", "auto", "none"):
         raise InputError(f"masks must be hand, auto or none but received {masks!r}")
+    out = _check_bench_folder(Path(out_dir))
     pairs = select_pairs(discover_pairs(pairs_dir), ids, limit)
     score_dirs = parse_scores([f"{k}={v}" for k, v in (scores or {}).items()])
-    out = _bench_folder(Path(out_dir))
+    _make_bench_folder(out)
     evaluator = evaluator or Evaluator(eval_weights, eval_size=eval_size, device=resolve_device(config.device))
     methods = [*BUILTIN_METHODS, *score_dirs]
     say = progress or (lambda line: None)
