@@ -128,7 +128,8 @@ def access(host: str, port: int, extra_hosts: Iterable[str] = ()) -> tuple[froze
                 names.add(s.getsockname()[0])
         except OSError:
             pass
-    names.add(host.lower())
+    else:
+        names.add(host.lower())
     token = secrets.token_urlsafe(18)
     return frozenset(names), token, f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/?token={token}"
 
@@ -188,18 +189,16 @@ class Guard:
         origin = request.headers.get("origin")
         if origin is not None and origin.lower() != f"{request.url.scheme}://{host}".lower():
             return 403, f"requests from another site ({origin[:100]}) are refused; use photostyle's own page"
-        if self.token is not None and not any(
-            self._valid(c) for c in (query_token, request.cookies.get(TOKEN_COOKIE), request.headers.get("x-photostyle-token"))
-        ):
+        offered = (query_token, request.cookies.get(TOKEN_COOKIE), request.headers.get("x-photostyle-token"))
+        if self.token is not None and not any(self._valid(c) for c in offered):
             return 403, "this server needs its access token: open the address with ?token= it printed when it started"
         declared = request.headers.get("content-length", "0")
         if not declared.isdigit() or int(declared) > self.max_body:
-            return 413, self._too_large(declared)
+            return 413, self._too_large()
         return None
 
-    def _too_large(self, size: str) -> str:
-        return (f"the upload ({size[:20]} bytes) is larger than two photos of the size limit "
-                f"({self.max_body / 2**20:.1f} MB in all); downscale or re-export them")
+    def _too_large(self) -> str:
+        return f"the upload is larger than {self.max_body / 2**20:.1f} MB, the limit for two photos; downscale or re-export them"
 
     def _limited(self, receive: Receive) -> Receive:
         """``receive`` that raises 413 as soon as the body read so far passes the limit; nothing more is read."""
@@ -210,7 +209,7 @@ class Guard:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_body:
-                raise _Reject(413, self._too_large(f"over {self.max_body}"))
+                raise _Reject(413, self._too_large())
             return message
 
         return limited
@@ -472,7 +471,8 @@ def create_app(
             try:  # whatever goes wrong from here, the job's folder goes
                 names = {kind: await _receive(form, kind, folder, limit) for kind in ("content", "style")}
                 content = await run_in_threadpool(_check_photos, folder, names, int(max_pixels), config)
-                job = Job(job_id, folder, config, preset, names, "result.png" if content.alpha is not None else "result.jpg")
+                result_name = "result.png" if content.alpha is not None else "result.jpg"
+                job = Job(job_id, folder, config, preset, names, result_name)
                 runner.submit(job)
             except BaseException as err:
                 shutil.rmtree(folder, ignore_errors=True)
