@@ -124,12 +124,18 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
             args.content, args.style, output, config,
             content_mask=args.content_mask, style_mask=args.style_mask,
             overwrite=args.overwrite, callback=progress, keep_state=args.save_every, resume=args.resume,
-            report_path=args.report,
+            report_path=args.report, lut_path=args.lut, lut_size=args.lut_size, hald_path=args.hald,
         )
     report = result.report
     if not args.quiet:
         for note in report["segment_notes"]:
             print(f"photostyle: note: {note}", file=sys.stderr)
+        if report.get("lut"):
+            lut = report["lut"]
+            written = " and ".join(p for p in (lut["cube"], lut["hald"]) if p)
+            print(f"photostyle: wrote the look as {written}: it reproduces the result to CIEDE2000 "
+                  f"{lut['ciede2000_mean']:.2f} on average, {lut['ciede2000_p95']:.2f} at the 95th percentile "
+                  f"({lut['note']})", file=sys.stderr)
         secs = sum(report["seconds"].values())
         print(f"wrote {output} ({report['output_size'][1]}x{report['output_size'][0]}) in {secs:.1f} s", file=sys.stderr)
     if report["interrupted"]:
@@ -177,6 +183,34 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     if summary.interrupted:
         raise Interrupted("interrupted; finished outputs are kept and the next run skips them")
     return summary.exit_code
+
+
+def _cmd_apply_lut(args: argparse.Namespace) -> int:
+    from .errors import InputError, OutputError
+    from .io import check_distinct, check_output_path, load_image, save_image
+    from .lut import read_lut
+
+    out = Path(args.output)
+    images = [Path(p) for p in args.images]
+    folder = len(images) > 1 or out.is_dir()
+    if folder and out.exists() and not out.is_dir():
+        raise OutputError(f"-o {out} is a file; give a folder for {len(images)} photos")
+    outputs = [out / (p.stem + (p.suffix if args.format == "same" else f".{args.format}")) for p in images] if folder else [out]
+    if len(set(outputs)) < len(outputs):
+        raise InputError("two photos have the same name, so their outputs would collide; apply the LUT to them separately")
+    check_distinct({f"the output {o}": o for o in outputs}, [args.lut, *images])
+    look = read_lut(args.lut)
+    if folder:
+        out.mkdir(parents=True, exist_ok=True)
+    for target in outputs:
+        check_output_path(target, overwrite=args.overwrite)
+    for source, target in zip(images, outputs):
+        photo = load_image(source)
+        save_image(look.apply(photo.tensor), target, alpha=photo.alpha, exif=photo.exif, overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"photostyle: applied {args.lut} ({look.size}^3) to {len(images)} photo(s): {', '.join(map(str, outputs))}",
+              file=sys.stderr)
+    return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -287,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style-mask", help="DPST colour-coded mask of the style photo")
     p.add_argument("--report", help="write timings, loss terms, settings and weights used to this JSON file "
                    "(checked before the run; an existing file needs --overwrite)")
+    p.add_argument("--lut", metavar="LOOK.cube", help="also write the look as a 3D LUT (.cube) for Lightroom, Resolve, "
+                   "darktable or ffmpeg: the global colour map that best reproduces the result")
+    p.add_argument("--lut-size", type=int, choices=(17, 33, 65), default=33, help="LUT nodes per axis (default %(default)s)")
+    p.add_argument("--hald", metavar="LOOK.png", help="also write the look as a Hald CLUT image (level 8, 16-bit PNG)")
     p.add_argument("--save-every", type=_bounded(int, 0), default=0, metavar="N",
                    help="save the working image and the resume state every N steps (the state is always saved on Ctrl-C)")
     p.add_argument("--overwrite", action="store_true",
@@ -326,6 +364,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_transfer_options(p)
     p.set_defaults(func=_cmd_batch)
+
+    p = sub.add_parser("apply-lut", help="apply a look (.cube or Hald CLUT) to photos at full resolution")
+    p.add_argument("lut", help="a 3D .cube LUT or a Hald CLUT image")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="photos to recolour")
+    p.add_argument("-o", "--output", required=True,
+                   help="output image for one photo, or a folder (created if needed) for several: <stem>.<format>")
+    p.add_argument("--format", choices=["same", "jpg", "png", "tif"], default="same",
+                   help="output format in a folder (default: each photo's own)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs; an input is never replaced")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    p.set_defaults(func=_cmd_apply_lut)
 
     p = sub.add_parser("serve", help="the web page: upload two photos, compare, download")
     p.add_argument("--host", default="127.0.0.1",
