@@ -3,15 +3,18 @@ import struct
 import warnings
 import zlib
 
+import imagecodecs
 import numpy as np
 import pytest
+import tifffile
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms
 
 from photostyle.errors import InputError, OutputError
-from photostyle.io import LoadedImage, load_image, resize_long_side, save_image, srgb_profile
+from photostyle import cli
+from photostyle.io import LoadedImage, _encode_png16, load_image, output_bit_depth, resize_long_side, save_image, srgb_profile
 
 from helpers import png_header_only, random_rgb, truncated_jpeg
 
@@ -72,12 +75,85 @@ def test_sixteen_bit_greyscale_png_keeps_precision(tmp_path):
         assert torch.allclose(loaded.tensor[0, c], expected, atol=1e-7)
 
 
+def _fine_steps(channels: int = 3) -> np.ndarray:
+    """uint16 ``(4, 6, channels)`` whose values mostly differ by less than 1/255: 8 bits would merge them."""
+    values = (30000 + np.arange(4 * 6 * channels) * 7).astype(np.uint16)
+    return values.reshape(4, 6, channels)
+
+
+def _as_uint16(x: torch.Tensor) -> np.ndarray:
+    return np.rint(x[0].permute(1, 2, 0).double().numpy() * 65535).astype(np.int64)
+
+
 def test_sixteen_bit_rgb_png_loads_with_its_depth_reported(tmp_path):
     image = torch.rand(1, 3, 5, 7, generator=torch.Generator().manual_seed(1))
     path = save_image(image, tmp_path / "rgb48.png", bit_depth=16)
     loaded = load_image(path)
     assert loaded.bit_depth == 16
-    assert (loaded.tensor - image).abs().max() <= 1 / 255 + 1e-6  # PIL decodes 48-bit RGB at 8 bits
+    assert (loaded.tensor - image).abs().max() <= 0.5 / 65535 + 1e-7
+
+
+@pytest.mark.parametrize("channels", [3, 4, 2], ids=["rgb", "rgba", "grey-alpha"])
+def test_sixteen_bit_png_read_at_full_depth(tmp_path, channels):
+    stored = _fine_steps(channels)
+    path = tmp_path / "deep.png"
+    path.write_bytes(imagecodecs.png_encode(stored))  # libpng's encoder, not ours
+    loaded = load_image(path)
+    assert loaded.bit_depth == 16
+    colour = 3 if channels >= 3 else 1
+    expected = np.broadcast_to(stored[..., :colour], (4, 6, 3))
+    assert np.array_equal(_as_uint16(loaded.tensor), expected)
+    assert len(np.unique(_as_uint16(loaded.tensor))) == stored[..., :colour].size  # 8 bits would merge them
+    if channels in (2, 4):
+        assert np.array_equal(_as_uint16(loaded.alpha)[..., 0], stored[..., -1])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"compression": "zlib", "predictor": True}, {"compression": "lzw"}, {"planarconfig": "separate"}],
+    ids=["raw", "deflate-predictor", "lzw", "planar"],
+)
+def test_sixteen_bit_rgb_tiff_read_at_full_depth(tmp_path, options):
+    stored = _fine_steps()
+    path = tmp_path / "deep.tif"
+    tifffile.imwrite(path, np.moveaxis(stored, 2, 0) if options.get("planarconfig") else stored, photometric="rgb", **options)
+    loaded = load_image(path)
+    assert loaded.bit_depth == 16 and loaded.mode == "RGB"
+    assert np.array_equal(_as_uint16(loaded.tensor), stored)
+
+
+def test_sixteen_bit_tiff_alpha_premultiplied_is_divided_out(tmp_path):
+    colour = np.full((2, 3, 3), 40000, np.uint16)
+    alpha = np.full((2, 3, 1), 32768, np.uint16)
+    for extrasamples, stored in (("unassalpha", colour), ("assocalpha", (colour * (alpha / 65535)).round().astype(np.uint16))):
+        path = tmp_path / f"{extrasamples}.tif"
+        tifffile.imwrite(path, np.concatenate([stored, alpha], axis=2), photometric="rgb", extrasamples=[extrasamples])
+        loaded = load_image(path)
+        assert torch.allclose(loaded.tensor, torch.full_like(loaded.tensor, 40000 / 65535), atol=2 / 65535), extrasamples
+        assert torch.allclose(loaded.alpha, torch.full_like(loaded.alpha, 32768 / 65535))
+
+
+@pytest.mark.parametrize("scale", [1.0, 255.0])
+def test_float_rgb_tiff_read(tmp_path, scale):
+    values = np.random.default_rng(4).random((3, 5, 3), dtype=np.float32)
+    path = tmp_path / "float-rgb.tif"
+    tifffile.imwrite(path, values * np.float32(scale), photometric="rgb")  # PIL cannot open these
+    loaded = load_image(path)
+    assert loaded.mode == "RGB;32F" and loaded.bit_depth == 32 and loaded.alpha is None
+    assert torch.allclose(loaded.tensor[0].permute(1, 2, 0), torch.from_numpy(values), atol=1e-6)
+
+
+def test_sixteen_bit_png_profile_converted_at_full_depth(tmp_path):
+    icc = _swapped_srgb_profile()
+    stored = np.zeros((3, 3, 3), np.uint16)
+    stored[..., 0] = 65535  # red as stored: green once the swapped profile is applied
+    stored[1, 1, 2] = 3  # below 1/255: survives the 16-bit conversion
+    path = tmp_path / "tagged.png"
+    path.write_bytes(_encode_png16(stored, icc, None))
+    loaded = load_image(path)
+    assert loaded.icc_profile == icc
+    assert torch.allclose(loaded.tensor[0, :, 0, 0], torch.tensor([0.0, 1.0, 0.0]), atol=2 / 65535)
+    assert 0 < loaded.tensor[0, 2, 1, 1] * 65535 < 6
 
 
 @pytest.mark.parametrize("scale", [1.0, 255.0, 65535.0])
@@ -97,6 +173,32 @@ def test_cmyk_jpeg_converted(tmp_path):
     assert loaded.mode == "CMYK"
     red = loaded.tensor[0, :, 4, 4]
     assert red[0] > 0.9 and red[1] < 0.1 and red[2] < 0.1
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_applied_to_sixteen_bit_data_as_pil_does(tmp_path, orientation):
+    stored8 = random_rgb(3, 5, seed=orientation)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "Camera maker"
+    eight, deep = tmp_path / "eight.png", tmp_path / "deep.png"
+    Image.fromarray(stored8).save(eight, exif=exif.tobytes())  # PIL turns it upright itself
+    deep.write_bytes(_encode_png16(stored8.astype(np.uint16) * 257 + 1, None, exif.tobytes()))  # +1: not 8-bit data
+    expected, loaded = load_image(eight), load_image(deep)
+    assert loaded.bit_depth == 16
+    assert loaded.tensor.shape == expected.tensor.shape
+    assert np.array_equal(_as_uint16(loaded.tensor), _as_uint16(expected.tensor) + 1)
+    reread = Image.Exif()
+    reread.load(loaded.exif)
+    assert reread[0x0112] == 1 and reread[0x010F] == "Camera maker"
+
+
+def test_tiff_orientation_applied_to_sixteen_bit_data(tmp_path):
+    stored = _fine_steps()  # 4 high, 6 wide; shown turned 90 degrees clockwise
+    path = tmp_path / "rotated.tif"
+    tifffile.imwrite(path, stored, photometric="rgb", extratags=[(0x0112, "H", 1, 6, True)])
+    loaded = load_image(path)
+    assert np.array_equal(_as_uint16(loaded.tensor), np.rot90(stored, k=-1))
 
 
 def test_exif_orientation_applied_and_reset(tmp_path):
@@ -351,9 +453,84 @@ def test_sixteen_bit_png_is_exact(tmp_path):
     assert np.array_equal(decoded, expected)
 
 
-def test_sixteen_bit_only_png(tmp_path):
-    with pytest.raises(OutputError, match="PNG only"):
-        save_image(torch.zeros(1, 3, 2, 2), tmp_path / "deep.tif", bit_depth=16)
+def test_sixteen_bit_only_png_and_tiff(tmp_path):
+    with pytest.raises(OutputError, match="PNG or TIFF only"):
+        save_image(torch.zeros(1, 3, 2, 2), tmp_path / "deep.jpg", bit_depth=16)
+    assert output_bit_depth(tmp_path / "out.TIF", 16) == 16 and output_bit_depth(tmp_path / "out.png", 32) == 16
+    assert output_bit_depth(tmp_path / "out.webp", 16) == 8 and output_bit_depth(tmp_path / "out.tif", 8) == 8
+
+
+def _camera_exif(orientation: int = 6) -> bytes:
+    exif = Image.Exif()
+    exif[0x010F] = "Camera maker"
+    exif[0x0112] = orientation
+    exif[0x8769] = {0x829A: 0.004, 0x9003: "2024:01:02 03:04:05"}  # Exif IFD: exposure time, date taken
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize("icc", [srgb_profile(), _swapped_srgb_profile()], ids=["srgb", "swapped"])
+def test_sixteen_bit_tiff_written_with_profile_round_trips(tmp_path, icc):
+    values = torch.tensor([0, 1, 2, 257, 30000, 30001, 65534, 65535], dtype=torch.float64) / 65535
+    image = torch.stack([values, values.flip(0), values.roll(3)]).view(1, 3, 2, 4).float()
+    alpha = torch.linspace(0, 1, 8).view(1, 1, 2, 4)
+    out = save_image(image, tmp_path / "deep.tif", alpha=alpha, icc_profile=icc, exif=_camera_exif(), bit_depth=16)
+    with tifffile.TiffFile(out) as tif:  # an independent reader
+        page = tif.pages.first
+        stored = page.asarray()
+        assert stored.dtype == np.uint16 and stored.shape == (2, 4, 4)
+        assert page.iccprofile == icc
+        assert page.tags.valueof(271) == "Camera maker" and page.tags.valueof(0x0112, 1) == 1
+        assert page.tags.valueof("ExifTag")["ExposureTime"] == pytest.approx(0.004)
+    assert np.array_equal(stored[..., 3], _as_uint16(alpha)[..., 0])
+    if icc == srgb_profile():
+        assert np.array_equal(stored[..., :3], _as_uint16(image))  # the identity: stored as given
+    else:
+        assert np.abs(stored[..., 1].astype(int) - _as_uint16(image)[..., 0]).max() <= 2  # red stored as green
+    loaded = load_image(out)
+    assert loaded.bit_depth == 16 and loaded.icc_profile == icc
+    assert (loaded.tensor - image).abs().max() <= 1 / 65535 + 1e-7
+    assert torch.equal(loaded.alpha, (torch.from_numpy(stored[..., 3]).double() / 65535).float()[None, None])
+    reread = Image.Exif()
+    reread.load(loaded.exif)
+    assert reread[0x010F] == "Camera maker" and reread[0x0112] == 1
+    assert reread.get_ifd(0x8769)[0x9003] == "2024:01:02 03:04:05"
+
+
+def test_eight_bit_tiff_keeps_exif_ifd_and_profile(tmp_path):
+    image = torch.rand(1, 3, 4, 5, generator=torch.Generator().manual_seed(2))
+    out = save_image(image, tmp_path / "out.tif", icc_profile=srgb_profile(), exif=_camera_exif())  # PIL's writer fails here
+    with Image.open(out) as written:
+        assert written.mode == "RGB" and written.info["icc_profile"] == srgb_profile()
+        assert np.array_equal(np.asarray(written), np.rint(image[0].permute(1, 2, 0).numpy() * 255))
+        assert written.getexif()[0x010F] == "Camera maker"
+        assert written.getexif().get_ifd(0x8769)[0x829A] == pytest.approx(0.004)
+
+
+def test_bmp_stays_srgb_whatever_the_profile(tmp_path):
+    red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 3, 3)
+    out = save_image(red, tmp_path / "out.bmp", icc_profile=_swapped_srgb_profile())
+    assert tuple(np.asarray(Image.open(out))[1, 1]) == (255, 0, 0)
+
+
+def test_transfer_of_sixteen_bit_tiff_writes_sixteen_bit_tiff_with_its_profile(tmp_path, capsys):
+    icc = _swapped_srgb_profile()
+    rng = np.random.default_rng(5)
+    content, style, out = tmp_path / "content.tif", tmp_path / "style.png", tmp_path / "out.tif"
+    tifffile.imwrite(  # a retoucher's master: 16 bits, its own profile, camera EXIF tags
+        content, rng.integers(0, 65536, (40, 48, 3), dtype=np.uint16), photometric="rgb", iccprofile=icc,
+        compression="zlib", predictor=True, extratags=[(0x010F, "s", 0, "Camera maker", True)],
+    )
+    Image.fromarray(random_rgb(36, 40, seed=6)).save(style)
+    code = cli.main(["transfer", str(content), str(style), "-o", str(out), "--weights", "none", "--size", "32",
+                     "--iterations", "1", "--segmentation", "none", "-q"])
+    assert code == 0, capsys.readouterr().err
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages.first
+        stored = page.asarray()
+        assert stored.dtype == np.uint16 and stored.shape == (40, 48, 3)
+        assert page.iccprofile == icc
+        assert page.tags.valueof(0x010F) == "Camera maker"
+    assert (stored % 257 != 0).mean() > 0.9  # 16-bit values, not 8-bit ones scaled up
 
 
 def test_alpha_and_metadata_written(tmp_path):

@@ -12,11 +12,13 @@ import functools
 import json
 import logging
 import math
+import os
 import resource
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +31,7 @@ from .errors import DeviceError, InputError, MaskError, WeightsError
 from .features import DEFAULT_LAYERS, VGGEncoder, load_encoder
 from .losses import ContentLoss, PhotorealismLoss, SegmentStyleLoss
 from .masks import Segmentation, load_mask_pair
-from .segmentation.auto import segment_pair
+from .segmentation.auto import SEGMENT_SIDE, segment_pair, segment_shape
 from .optimise import Callback, optimise
 from .state import StateFile, fingerprint
 from .upsample import local_affine_upsample
@@ -40,6 +42,19 @@ STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 MIN_SIDE = 16
 """Shortest side in px a photo needs, in its file and at working size: conv5_1 sees 16 px as one."""
 _OOM_PHRASES = ("out of memory", "not enough memory", "can't allocate memory")
+
+# The memory a transfer needs, by design (see estimate_peak_bytes); measured on CPU with VGG16.
+MEMORY_BASE_BYTES = 700 * 2**20
+"""Whatever the sizes: Python, torch, VGG16's weights and buffers (about 550 MB measured)."""
+FULL_BYTES_PER_PIXEL = 40
+"""Per pixel of the content photo: decoding it (27 B, briefly), then its float copy and the float
+output (12 B each) and the 8-bit copy being written (7 B); every other full-resolution step runs in tiles."""
+WORKING_BYTES_PER_PIXEL = 3200
+"""Per pixel at working size: VGG activations and their gradients for the content and the style,
+the Matting Laplacian, Adam's state (2.6 to 2.9 KB measured at 320 to 960 px)."""
+SEGMENT_BYTES_PER_PIXEL = 200
+"""Per pixel segmented (at most :data:`~photostyle.segmentation.auto.SEGMENT_SIDE` on the long side):
+co-segmentation's upsampled activations, guided filter and colour model (165 B measured)."""
 
 
 @dataclass
@@ -152,10 +167,14 @@ def _memory_hint(device: torch.device, size: int):
 
 
 def check_photo_size(name: str, height: int, width: int, config: TransferConfig) -> None:
-    """Refuse a photo too small for the feature network, as stored or at the coarsest working size.
+    """Refuse, before any work, a photo the transfer cannot take at ``config``'s sizes.
+
+    The working size is ``config.size``, lowered to the photo's long side (:func:`fit_sizes`). A photo
+    is refused when it is too small for the feature network, as stored or at the coarsest working
+    size, or when :func:`estimate_peak_bytes` exceeds :func:`memory_budget`.
 
     Raises:
-        InputError: naming ``name``, the size, and the ``--size`` or photo that would work.
+        InputError: naming ``name``, the size, and the ``--size`` or photo size that would work.
     """
     short, long = min(height, width), max(height, width)
     if short < MIN_SIDE:
@@ -163,14 +182,111 @@ def check_photo_size(name: str, height: int, width: int, config: TransferConfig)
             f"{name}: the photo is {width}x{height}; photostyle needs at least {MIN_SIDE} px on the short side, "
             "give a larger photo"
         )
-    coarsest = min(level_sizes(config.size, config.levels))
+    size = min(config.size, max(long, 32))
+    coarsest = min(level_sizes(size, config.levels))
     working = round(short * coarsest / long)
     if working < MIN_SIDE:
-        need = math.ceil(MIN_SIDE * long / short) * config.size // coarsest
+        need = math.ceil(MIN_SIDE * long / short) * size // coarsest
         raise InputError(
             f"{name}: the photo is {width}x{height}, only {working} px on the short side at working size {coarsest}; "
             f"photostyle needs at least {MIN_SIDE}: use --size {need} or crop the photo"
         )
+    _check_memory(name, height, width, size, resolve_device(config.device))
+
+
+def fit_sizes(config: TransferConfig, height: int, width: int) -> TransferConfig:
+    """``config`` with ``size`` and ``output_size`` no larger than the content photo's long side.
+
+    photostyle never enlarges the content photo: a working size above it would only upsample it
+    (slower, no detail gained; the floor is the network's 32 px) and an output above it would be
+    an interpolated enlargement, which any editor makes better on request. Each lowering is
+    reported with a warning, so a batch with one ``--output-size`` over mixed photos still runs.
+
+    Args:
+        config: the settings asked for.
+        height, width: the content photo's size in px.
+
+    Returns:
+        ``config`` itself, or a copy with the lowered sizes.
+    """
+    long = max(height, width)
+    changes: dict[str, int] = {}
+    if config.size > max(long, 32):
+        changes["size"] = max(long, 32)
+        warnings.warn(f"--size {config.size} is larger than the content photo ({width}x{height}); working at its "
+                      f"own size, {changes['size']} px, since a larger one would only enlarge it", stacklevel=2)
+    if config.output_size is not None and config.output_size > long:
+        changes["output_size"] = long
+        warnings.warn(f"--output-size {config.output_size} is larger than the content photo ({width}x{height}); "
+                      f"writing it at its own size, {long} px: photostyle does not enlarge photos", stacklevel=2)
+    return replace(config, **changes) if changes else config
+
+
+def estimate_peak_bytes(height: int, width: int, size: int) -> int:
+    """Peak memory in bytes of a transfer of a ``height x width`` content photo at working long side ``size``.
+
+    A bound by design, from the constants above (measured on CPU; on a GPU the same tensors live
+    there): a fixed base, :data:`FULL_BYTES_PER_PIXEL` per photo pixel, and the larger of the
+    optimisation at working size and the segmentation at its bounded size, which never overlap.
+
+    >>> round(estimate_peak_bytes(5773, 8660, 320) / 2**30, 1)  # 50 megapixels, default settings
+    2.7
+    """
+    work = math.prod(segment_shape(height, width, size))
+    segmented = math.prod(segment_shape(height, width, _segment_side(size)))
+    return (MEMORY_BASE_BYTES + FULL_BYTES_PER_PIXEL * height * width
+            + max(WORKING_BYTES_PER_PIXEL * work, SEGMENT_BYTES_PER_PIXEL * segmented))
+
+
+def memory_budget(device: torch.device) -> int | None:
+    """Bytes this process may reach on ``device``, or ``None`` where that cannot be known.
+
+    CPU (Linux): its resident memory plus the kernel's ``MemAvailable``, within the headroom of a
+    container's ``memory.max`` (cgroup v2). CUDA: the device's free memory plus what torch's
+    allocator already holds.
+    """
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device)
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        with open("/proc/self/statm") as f:
+            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f, open("/sys/fs/cgroup/memory.current") as g:
+            available = min(available, int(f.read()) - int(g.read()))
+    except (OSError, ValueError):  # no cgroup v2, or "max": no container limit
+        pass
+    return resident + max(0, available)
+
+
+def _check_memory(name: str, height: int, width: int, size: int, device: torch.device) -> None:
+    """Raise :class:`InputError` naming the ``--size`` or photo size that fits, if working size ``size`` does not."""
+    budget = memory_budget(device)
+    need = estimate_peak_bytes(height, width, size)
+    if budget is None or need <= budget:
+        return
+    where = "GPU memory" if device.type == "cuda" else "memory"
+    have = f"about {need / 2**30:.1f} GB of {where} but {budget / 2**30:.1f} GB is free"
+    fits = next((s for s in (size, *range(size // 32 * 32, 31, -32)) if estimate_peak_bytes(height, width, s) <= budget),
+                None)
+    if fits is not None:
+        raise InputError(f"{name}: at working size {size} px the transfer needs {have}; use --size {fits} or less")
+    fixed = estimate_peak_bytes(height, width, 32) - FULL_BYTES_PER_PIXEL * height * width
+    megapixels = math.floor(max(0, budget - fixed) / FULL_BYTES_PER_PIXEL / 1e5) / 10
+    advice = f"downscale it to {megapixels:g} megapixels or less" if megapixels >= 0.1 else "free some memory first"
+    raise InputError(f"{name}: the photo is {width}x{height} ({height * width / 1e6:.0f} megapixels) and needs {have}; "
+                     f"{advice}")
+
+
+def _segment_side(size: int) -> int:
+    """Long side in px at which photos are segmented for working size ``size``: never below it."""
+    return max(SEGMENT_SIDE, size)
 
 
 def stylise(
@@ -197,26 +313,36 @@ def stylise(
     Returns:
         :class:`TransferResult`.
 
+    Sizes are fitted first (:func:`fit_sizes`: never above the content photo, with a warning) and
+    both photos checked (:func:`check_photo_size`), before any work. Segmentation runs at a long
+    side of at most ``max(SEGMENT_SIDE, size)`` and everything at full resolution in row tiles,
+    so the peak memory stays within :func:`estimate_peak_bytes`.
+
     Raises:
+        InputError: a photo is too small, or the sizes need more memory than there is (the message
+            names a ``--size`` or photo size that fits).
         DeviceError: the device is missing or ran out of memory (the message names a size that may fit).
     """
-    config = config or TransferConfig()
+    config = fit_sizes(config or TransferConfig(), *content.shape[-2:])
+    for name, photo in (("content photo", content), ("style photo", style)):
+        check_photo_size(name, *photo.shape[-2:], config)
     timer = timer or _Timer()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     content_full, style = content.to(device), style.to(device)
+    segment_side = _segment_side(config.size)
     segmentation: dict[str, Any] = {"segmenter": "given"}
     if (content_seg is None or style_seg is None) and config.segmentation == "auto":
         with timer("segment"):
             outcome = segment_pair(
                 content_full, style, method="auto", segmenter=config.segmenter, metric=config.similarity_metric,
-                threshold=config.semantic_threshold, min_fraction=config.min_segment,
+                threshold=config.semantic_threshold, min_fraction=config.min_segment, max_side=segment_side,
             )
         content_seg, style_seg = outcome.content, outcome.style
         segmentation = {"segmenter": outcome.segmenter, "grouping": outcome.grouping, "notes": outcome.notes}
     if content_seg is None or style_seg is None:
-        content_seg = Segmentation(content.new_ones(1, 1, *content.shape[-2:]), ["all"])
-        style_seg = Segmentation(style.new_ones(1, 1, *style.shape[-2:]), ["all"])
+        content_seg = Segmentation(content.new_ones(1, 1, *segment_shape(*content.shape[-2:], segment_side)), ["all"])
+        style_seg = Segmentation(style.new_ones(1, 1, *segment_shape(*style.shape[-2:], segment_side)), ["all"])
         segmentation = {"segmenter": "none"}
 
     with timer("build_losses"):
@@ -256,6 +382,7 @@ def stylise(
             interrupted = True
             break
 
+    objective = None  # free the working-size losses before the full-resolution steps
     with timer("upsample"):
         if config.output_size is not None:
             content_full = io.resize_long_side(content_full, config.output_size)
@@ -405,6 +532,9 @@ def transfer(
     resume: bool = False,
     report_path: str | Path | None = None,
     keep_partial: bool = True,
+    lut_path: str | Path | None = None,
+    lut_size: int = 33,
+    hald_path: str | Path | None = None,
 ) -> TransferResult:
     """Files in, file out: the command line's ``transfer``.
 
@@ -419,6 +549,10 @@ def transfer(
     every N steps (0: only on Ctrl-C) and deleted once the run finishes. An interrupted run writes
     its best result so far unless ``keep_partial`` is false (batch: the file is left as it was).
 
+    ``lut_path`` (``.cube``, ``lut_size`` nodes per axis) and ``hald_path`` (Hald CLUT, 16-bit PNG)
+    receive the global colour map that best reproduces the result from the content photo
+    (:mod:`photostyle.lut`); how well it does is in the report's ``"lut"``.
+
     Raises:
         InputError: an output is an input, or a photo or mask cannot be used.
         OutputError: an output exists (without ``overwrite``) or cannot be written.
@@ -429,15 +563,17 @@ def transfer(
     state = None
     if keep_state is not None or resume:
         state = StateFile(output_path, _fingerprint(inputs, config), every=keep_state or 0)
-    io.check_distinct(
-        {"the output": output_path, "the report": report_path, "the resume state": state and state.path}, inputs
-    )
+    io.check_distinct({"the output": output_path, "the report": report_path, "the resume state": state and state.path,
+                       "the LUT": lut_path, "the Hald CLUT": hald_path}, inputs)
     if resume and state.fingerprint:
         state.load()
     own_files = overwrite or (state is not None and state.start is not None)
     io.check_output_path(output_path, overwrite=own_files)
-    if report_path is not None:
-        io.check_writable(report_path, overwrite=own_files)
+    for path in (report_path, lut_path):
+        if path is not None:
+            io.check_writable(path, overwrite=own_files)
+    if hald_path is not None:
+        io.check_output_path(hald_path, overwrite=own_files)
     if state is not None:
         io.check_writable(state.path, overwrite=True)
 
@@ -459,16 +595,41 @@ def transfer(
     interrupted = result.report["interrupted"]
     if keep_partial or not interrupted:
         with timer("save"):
-            io.save_image(result.image.cpu(), output_path, alpha=content.alpha, exif=content.exif, overwrite=own_files)
+            io.save_image(
+                result.image.cpu(), output_path, alpha=content.alpha, icc_profile=content.icc_profile,
+                exif=content.exif, bit_depth=io.output_bit_depth(output_path, content.bit_depth), overwrite=own_files,
+            )
     if state is not None and not interrupted:
         state.remove()
     result.report["output_written"] = keep_partial or not interrupted
     result.report["resume_state"] = str(state.path) if state is not None and state.path.is_file() else None
     result.report["segment_notes"] = notes
+    if (lut_path is not None or hald_path is not None) and not interrupted:
+        with timer("lut"):
+            result.report["lut"] = _export_look(content.tensor, result.image, lut_path, lut_size, hald_path, own_files)
     result.report["peak_rss_mb"] = peak_rss_mb()
     if report_path is not None:
         io.write_atomically(report_path, json.dumps(result.report, indent=2, default=str) + "\n")
     return result
+
+
+def _export_look(
+    content: torch.Tensor, result: torch.Tensor, lut_path: str | Path | None, size: int,
+    hald_path: str | Path | None, overwrite: bool,
+) -> dict[str, Any]:
+    """Fit the global LUT of ``content`` -> ``result`` ``(1, 3, H, W)``, write it, and say how well it fits."""
+    from .lut import fit_error, fit_lut
+
+    content = io.resize_long_side(content, max(result.shape[-2:])) if content.shape != result.shape else content
+    look = fit_lut(content, result.cpu(), size)
+    if lut_path is not None:
+        look.write_cube(lut_path)
+    if hald_path is not None:
+        look.write_hald(hald_path, overwrite=overwrite)
+    error = fit_error(look, content, result.cpu())
+    return {"cube": None if lut_path is None else str(lut_path), "size": size,
+            "hald": None if hald_path is None else str(hald_path), "ciede2000_mean": error["mean"],
+            "ciede2000_p95": error["p95"], "note": "a global map: the local, per-region parts of the look are not in it"}
 
 
 def _fingerprint(inputs: tuple[str | Path | None, ...], config: TransferConfig) -> str:

@@ -6,9 +6,11 @@ for the optimised result (the colour guided filter of He et al., with 3x3 colour
 covariances) and :func:`apply_local_affine` applies it to the content photo at any
 resolution (bilateral-guided / fast guided-filter upsampling). The output keeps the
 full-resolution content's edges and detail and takes the result's colours.
-Applying the coefficients is done in row tiles, so memory stays bounded for
-24-megapixel photos, and the tiles join without seams because each tile samples
-the same continuous coefficient field.
+Everything that runs at full resolution is done in row tiles of about
+:data:`TILE_PIXELS` pixels, written into the one output tensor, so the memory it
+needs beyond the content and the output is the same for a 12- and a 120-megapixel
+photo; the tiles join without seams because each samples the same continuous
+coefficient field.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from kornia.color import rgb_to_grayscale
 from kornia.filters import box_blur
+
+TILE_PIXELS = 2**20
+"""Pixels per full-resolution tile: about 60 MB of resampled coefficients, whatever the photo's size."""
 
 
 def _mean(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -55,38 +60,62 @@ def fit_local_affine(guide: torch.Tensor, target: torch.Tensor, radius: int = 2,
 
 
 def apply_local_affine(
-    coeffs: torch.Tensor, image: torch.Tensor, tile_rows: int = 512, residual: torch.Tensor | None = None
+    coeffs: torch.Tensor, image: torch.Tensor, tile_rows: int | None = None, residual: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Apply per-pixel affine colour maps, bilinearly resampled to ``image``'s size.
 
     Args:
         coeffs: ``(1, C * 4, h, w)`` from :func:`fit_local_affine`.
         image: ``(1, 3, H, W)`` content photo in [0, 1] at any resolution.
-        tile_rows: rows processed at once; bounds memory at ``tile_rows * W * (C*5)`` floats.
+        tile_rows: rows processed at once (default: :func:`tile_rows_for` ``W``); memory beyond
+            ``image`` and the output is about ``tile_rows * W * (9 C + 2)`` floats.
         residual: optional ``(1, C, h, w)`` added after bilinear resampling (the part of a
             result that no local affine map of the content explains).
 
     Returns:
-        ``(1, C, H, W)`` clamped to [0, 1], on ``image``'s device.
+        ``(1, C, H, W)`` clamped to [0, 1], on ``image``'s device, of ``image``'s dtype.
     """
     _, _, height, width = image.shape
     channels = coeffs.shape[1] // 4
+    rows = tile_rows or tile_rows_for(width)
     coeffs = coeffs.to(image.device, image.dtype)
     if residual is not None:
         coeffs = torch.cat([coeffs, residual.to(coeffs)], dim=1)
-    xs = (torch.arange(width, device=image.device, dtype=image.dtype) + 0.5) / width * 2 - 1
     out = torch.empty(1, channels, height, width, dtype=image.dtype, device=image.device)
-    for top in range(0, height, tile_rows):
-        rows = min(tile_rows, height - top)
-        ys = (torch.arange(top, top + rows, device=image.device, dtype=image.dtype) + 0.5) / height * 2 - 1
-        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]  # (1,rows,W,2) as (x, y)
-        sampled = F.grid_sample(coeffs, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        tile = sampled[:, : channels * 4].unflatten(1, (channels, 4))  # (1,C,4,rows,W)
-        guide = image[:, :, top : top + rows]
-        out[:, :, top : top + rows] = (tile[:, :, :3] * guide[:, None]).sum(2) + tile[:, :, 3]
-        if residual is not None:
-            out[:, :, top : top + rows] += sampled[:, channels * 4 :]
-    return out.clamp(0, 1)
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        out[:, :, top:bottom] = _apply_tile(coeffs, image[:, :, top:bottom], channels, top, height)
+    return out
+
+
+def tile_rows_for(width: int) -> int:
+    """Rows of a full-resolution tile ``width`` px wide: about :data:`TILE_PIXELS` pixels, at least one row."""
+    return max(1, TILE_PIXELS // width)
+
+
+def _apply_tile(coeffs: torch.Tensor, guide: torch.Tensor, channels: int, top: int, height: int) -> torch.Tensor:
+    """The output rows ``top .. top + rows`` of :func:`apply_local_affine`.
+
+    Args:
+        coeffs: ``(1, C * 4 [+ C], h, w)`` maps, with the residual's ``C`` channels last if any.
+        guide: ``(1, 3, rows, W)`` the content's rows ``top .. top + rows``, in [0, 1].
+        channels: ``C``.
+        top: the tile's first row in the full image; height: the full image's ``H``.
+
+    Returns:
+        ``(1, C, rows, W)`` in [0, 1].
+    """
+    rows, width = guide.shape[-2:]
+    kind = dict(device=guide.device, dtype=guide.dtype)
+    xs = (torch.arange(width, **kind) + 0.5) / width * 2 - 1
+    ys = (torch.arange(top, top + rows, **kind) + 0.5) / height * 2 - 1
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]  # (1,rows,W,2) as (x, y)
+    sampled = F.grid_sample(coeffs, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    tile = sampled[:, : channels * 4].unflatten(1, (channels, 4))  # (1,C,4,rows,W)
+    out = (tile[:, :, :3] * guide[:, None]).sum(2) + tile[:, :, 3]
+    if sampled.shape[1] > channels * 4:
+        out += sampled[:, channels * 4 :]
+    return out.clamp_(0, 1)
 
 
 def texture_weight(image: torch.Tensor, threshold: float, radius: int = 2) -> torch.Tensor:
@@ -113,7 +142,7 @@ def local_affine_upsample(
     guide_full: torch.Tensor,
     radius: int = 2,
     eps: float = 1e-4,
-    tile_rows: int = 512,
+    tile_rows: int | None = None,
     detail: float = 0.0,
     flat: float = 0.0,
     flat_radius: int = 8,
@@ -123,7 +152,8 @@ def local_affine_upsample(
     Args:
         guide_small: ``(1, 3, h, w)`` content at working size, in [0, 1].
         result_small: ``(1, 3, h, w)`` optimised result at working size, in [0, 1].
-        guide_full: ``(1, 3, H, W)`` content at full size, in [0, 1].
+        guide_full: ``(1, 3, H, W)`` content at full size, in [0, 1]; only read, in row tiles.
+        tile_rows: rows per full-resolution tile (default: :func:`tile_rows_for` ``W``).
         detail: share in [0, 1] of the result's non-affine part (texture the optimisation
             added) that is kept, bilinearly upsampled; 0 gives a pure local affine recolouring
             of the content, 1 reproduces the result exactly at working size.
@@ -136,7 +166,7 @@ def local_affine_upsample(
         flat_radius: window radius in working-size pixels of the fit in flat regions.
 
     Returns:
-        ``(1, 3, H, W)`` in [0, 1].
+        ``(1, 3, H, W)`` in [0, 1]; besides it, full resolution costs one tile's memory.
     """
     coeffs = fit_local_affine(guide_small, result_small, radius=radius, eps=eps)
     weight = None

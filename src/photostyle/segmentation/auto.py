@@ -3,7 +3,9 @@
 :func:`segment_pair` chooses between the user's hand-made masks, automatic segmentation and
 none, and for automatic segmentation between a labelled scene parser (ADE20K, whose labels
 are grouped by WordNet similarity as in Spenhouet et al. 2019) and unlabelled feature
-co-segmentation (``coseg``, which needs no extra weights). :func:`save_overlay` draws a
+co-segmentation (``coseg``, which needs no extra weights). Photos are segmented at a long side
+of at most :data:`SEGMENT_SIDE` px, whatever their size, so segmentation costs the same
+memory for a 1- and a 100-megapixel photo; the transfer resizes masks to its working size anyway. :func:`save_overlay` draws a
 segmentation over its photo with a legend, for the command line's ``segment``.
 """
 
@@ -18,15 +20,20 @@ import torch
 
 from photostyle.errors import MaskError, WeightsError
 from photostyle.grouping import apply_grouping, group_labels, merge_small_segments_pair
-from photostyle.io import save_image
+from photostyle.io import resize_long_side, save_image
 from photostyle.masks import Segmentation, _legend, load_mask_pair
 from photostyle.segmentation.base import Segmenter, check_image, get_segmenter
 
-__all__ = ["Method", "SegmentationOutcome", "choose_segmenter", "save_overlay", "segment_pair"]
+__all__ = ["SEGMENT_SIDE", "Method", "SegmentationOutcome", "choose_segmenter", "save_overlay", "segment_pair",
+           "segment_shape"]
 
 logger = logging.getLogger(__name__)
 
 Method = Literal["auto", "masks", "none"]
+
+SEGMENT_SIDE = 1024
+"""Default bound in px on the long side at which photos are segmented: three times the default
+working size, and about 170 MB of co-segmentation; larger photos are shrunk first."""
 
 
 @dataclass
@@ -34,8 +41,9 @@ class SegmentationOutcome:
     """What :func:`segment_pair` found.
 
     Attributes:
-        content: segmentation of the content photo at its size, or ``None`` (method ``"none"``).
-        style: segmentation of the style photo at its size, with the same labels in the same order.
+        content: segmentation of the content photo at its size, shrunk to :func:`segment_shape`
+            if larger, or ``None`` (method ``"none"``).
+        style: segmentation of the style photo likewise, with the same labels in the same order.
         segmenter: ``"masks"``, ``"none"`` or the registry name of the backend used.
         grouping: :meth:`photostyle.grouping.GroupingResult.to_dict` for labelled backends, else ``None``.
         notes: one line per decision worth reporting (backend chosen, segments matched or dropped).
@@ -84,6 +92,7 @@ def segment_pair(
     metric: str = "li",
     threshold: float = 0.8,
     min_fraction: float = 0.01,
+    max_side: int | None = SEGMENT_SIDE,
 ) -> SegmentationOutcome:
     """Segments with the same labels, in the same order, for a content and a style photo.
 
@@ -96,6 +105,9 @@ def segment_pair(
       unlabelled one (coseg) segments the pair together. Either way segments smaller than
       ``min_fraction`` of either photo are merged into a neighbour.
 
+    Photos larger than ``max_side`` on their long side are segmented, and masks read, at
+    :func:`segment_shape`: the segmenters never see a long side above ``max_side`` px.
+
     Args:
         content: ``(1, 3, H, W)`` float RGB in [0, 1].
         style: ``(1, 3, H', W')`` float RGB in [0, 1].
@@ -106,9 +118,11 @@ def segment_pair(
         metric: WordNet similarity metric for grouping (:data:`photostyle.grouping.METRICS`).
         threshold: similarity in [0, 1] at which shared labels merge.
         min_fraction: smallest segment, as a fraction of each photo's area.
+        max_side: bound in px on the long side of what is segmented (``None``: the photos' own size).
 
     Returns:
-        :class:`SegmentationOutcome` with masks ``(1, K, H, W)`` and ``(1, K, H', W')``.
+        :class:`SegmentationOutcome` with masks ``(1, K, h, w)`` and ``(1, K, h', w')``, the
+        :func:`segment_shape` of each photo.
 
     Raises:
         MaskError: ``"masks"`` without both mask files, or masks that cannot be used.
@@ -124,14 +138,15 @@ def segment_pair(
             raise MaskError(f"segmentation 'masks' needs a content mask and a style mask but received "
                             f"content_mask={content_mask}, style_mask={style_mask}; give both, or use 'auto'")
         content_seg, style_seg, notes = load_mask_pair(
-            content_mask, style_mask, tuple(content.shape[-2:]), tuple(style.shape[-2:])
+            content_mask, style_mask, segment_shape(*content.shape[-2:], max_side),
+            segment_shape(*style.shape[-2:], max_side),
         )
         return SegmentationOutcome(content_seg.to(content.device), style_seg.to(style.device), "masks", notes=notes)
     if method != "auto":
         raise ValueError(f"unknown segmentation method {method!r}; expected 'auto', 'masks' or 'none'")
 
     backend, notes = choose_segmenter(segmenter)
-    content_seg, style_seg = backend.segment_pair(content, style)
+    content_seg, style_seg = backend.segment_pair(_shrink(content, max_side), _shrink(style, max_side))
     grouping = None
     if backend.labelled:
         areas: dict[str, float] = {}
@@ -149,6 +164,28 @@ def segment_pair(
     if merged:
         notes.append(f"segments under {min_fraction:.1%} of a photo merged into a neighbour: {', '.join(merged)}")
     return SegmentationOutcome(content_seg, style_seg, backend.name, grouping, notes)
+
+
+def segment_shape(height: int, width: int, max_side: int | None = SEGMENT_SIDE) -> tuple[int, int]:
+    """The ``(h, w)`` at which a ``height x width`` photo is segmented: its own, or shrunk to a long side of ``max_side``.
+
+    The aspect ratio is kept, with the rounding of :func:`photostyle.io.resize_long_side`.
+
+    >>> segment_shape(6000, 4000, 1024), segment_shape(300, 200, 1024)
+    ((1024, 683), (300, 200))
+    """
+    long = max(height, width)
+    if max_side is None or long <= max_side:
+        return height, width
+    scale = max_side / long
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _shrink(image: torch.Tensor, max_side: int | None) -> torch.Tensor:
+    """``image`` ``(1, 3, H, W)`` resized to :func:`segment_shape`, or itself when it fits."""
+    if max_side is None or max(image.shape[-2:]) <= max_side:
+        return image
+    return resize_long_side(image, max_side)
 
 
 def save_overlay(

@@ -1,0 +1,219 @@
+"""Agreement of an automatic segmentation with a pair's hand-made masks (issue 13).
+
+An automatic segmenter returns, for a content and a style photo, regions with the same labels
+in both (label ``k`` of the style photo is where content region ``k`` takes its look from). The
+hand masks of the DPST benchmark say the same with colours. The agreement is measured so that
+both the regions *and* their pairing count:
+
+1. each automatic label ``k`` is mapped to the hand label ``h(k)`` it overlaps most **in the
+   content photo**;
+2. the same mapping is applied to the style photo: the predicted hand segment ``h`` of either
+   photo is the union of the automatic regions ``k`` with ``h(k) = h``;
+3. per photo, the IoU of each hand segment with its prediction is averaged over the hand
+   segments (pixels no hand colour covers are ignored).
+
+So the content IoU says how well the regions follow the hand segments, and the style IoU also
+whether each region found the right partner: a sky paired with the style's cup scores 0 there.
+Hand masks are matched with :func:`photostyle.masks.match_segmentations`, so a hand segment
+found only in the content photo has the whole style photo as its style segment.
+
+Two further numbers per pair:
+
+* ``cross``: the fraction of the content photo's hand-labelled pixels that lie in automatic
+  regions taking their look from a style region of *another* kind: the region's largest hand
+  label in the style photo is not its hand label ``h(k)`` in the content -- "sky from a cup";
+* ``seconds``: the wall time of the segmenter's ``segment_pair`` on the full-size photos.
+
+Command line (evaluation only; nothing is written)::
+
+    python -m photostyle.bench.segments --pairs ../shared/benchmark/dpst [--ids 1 5] [--segmenter NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from photostyle.io import load_image
+from photostyle.masks import Segmentation, load_mask_pair
+
+__all__ = ["PairAgreement", "evaluate_pairs", "main", "segment_agreement"]
+
+
+@dataclass
+class PairAgreement:
+    """Agreement of one pair's automatic segmentation with its hand masks.
+
+    Attributes:
+        id: pair id.
+        content_iou: mean IoU over the content photo's hand segments.
+        style_iou: mean IoU over the same hand segments in the style photo.
+        cross: fraction of hand-labelled content pixels in automatic regions that take their look
+            from a style region of another kind.
+        regions: number of automatic labels.
+        seconds: wall time of ``segment_pair``.
+        mapping: automatic label -> hand label (by largest overlap in the content photo).
+        per_segment: hand label -> ``(content IoU, style IoU)``.
+    """
+
+    id: str
+    content_iou: float
+    style_iou: float
+    cross: float
+    regions: int
+    seconds: float = math.nan
+    mapping: dict[str, str] = field(default_factory=dict)
+    per_segment: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def _members(seg: Segmentation, size: tuple[int, int], valid: torch.Tensor) -> torch.Tensor:
+    """``(K, H, W)`` bool: pixels each label holds (mask above 0.5, or the strongest where none is).
+
+    Labels may overlap (a style region shared by two content regions); pixels whose masks sum
+    below 0.5, and pixels outside ``valid``, belong to none.
+    """
+    masks = seg.resize(*size).masks[0].float().cpu()
+    if masks.shape[0] == 0:
+        return masks.bool()
+    strongest = F.one_hot(masks.argmax(dim=0), masks.shape[0]).permute(2, 0, 1).bool()
+    members = (masks > 0.5) | (strongest & (masks.sum(dim=0) >= 0.5))
+    return members & valid
+
+
+def segment_agreement(
+    auto_content: Segmentation, auto_style: Segmentation, hand_content: Segmentation, hand_style: Segmentation
+) -> PairAgreement:
+    """Content IoU, style IoU and cross-kind fraction of automatic segments against hand masks.
+
+    Args:
+        auto_content: automatic segmentation of the content photo (any size; resized to the hand mask's).
+        auto_style: of the style photo, with the same labels in the same order.
+        hand_content: hand masks of the content photo, matched to ``hand_style`` (same labels).
+        hand_style: hand masks of the style photo; may overlap (a content-only segment is the whole photo).
+
+    Returns:
+        :class:`PairAgreement` with ``id=""`` and no time.
+    """
+    if list(auto_content.labels) != list(auto_style.labels):
+        raise ValueError(f"automatic labels differ: {auto_content.labels} vs {auto_style.labels}")
+    if list(hand_content.labels) != list(hand_style.labels):
+        raise ValueError(f"hand labels differ: {hand_content.labels} vs {hand_style.labels}")
+    k_auto, k_hand = len(auto_content.labels), len(hand_content.labels)
+    hc = hand_content.masks[0].float().cpu() > 0.5  # (Kh, H, W)
+    hs = hand_style.masks[0].float().cpu() > 0.5
+    onehot_c = _members(auto_content, hand_content.size, hc.any(dim=0))  # (Ka, H, W)
+    onehot_s = _members(auto_style, hand_style.size, hs.any(dim=0))
+    overlap_c = torch.einsum("ahw,bhw->ab", onehot_c.float(), hc.float())  # (Ka, Kh)
+    overlap_s = torch.einsum("ahw,bhw->ab", onehot_s.float(), hs.float())
+    target = overlap_c.argmax(dim=1) if k_auto else torch.zeros(0, dtype=torch.long)  # automatic -> hand label
+    mapping = {auto_content.labels[k]: hand_content.labels[int(target[k])] for k in range(k_auto)}
+    per_segment = {}
+    for h in range(k_hand):
+        ious = []
+        for onehot, hand in ((onehot_c, hc), (onehot_s, hs)):
+            pred = onehot[target == h].any(dim=0) if bool((target == h).any()) else torch.zeros_like(hand[h])
+            union = float((pred | hand[h]).sum())
+            ious.append(float((pred & hand[h]).sum()) / union if union else 1.0)
+        per_segment[hand_content.labels[h]] = (ious[0], ious[1])
+    # cross-kind: automatic regions whose style region is mostly of another hand label than the
+    # content region's own (ties, e.g. with a whole-photo style segment, count as right)
+    wrong = 0.0
+    for k in range(k_auto):
+        if float(overlap_s[k].sum()) > 0 and overlap_s[k, target[k]] < overlap_s[k].max():
+            wrong += float(onehot_c[k].sum())
+    total = max(float(hc.any(dim=0).sum()), 1.0)
+    return PairAgreement(
+        id="",
+        content_iou=sum(v[0] for v in per_segment.values()) / max(k_hand, 1),
+        style_iou=sum(v[1] for v in per_segment.values()) / max(k_hand, 1),
+        cross=wrong / total,
+        regions=k_auto,
+        mapping=mapping,
+        per_segment=per_segment,
+    )
+
+
+def evaluate_pairs(
+    pairs_dir: str | Path,
+    ids: Sequence[str] | None = None,
+    segmenter: str | object = "auto",
+    *,
+    device: str = "cpu",
+) -> list[PairAgreement]:
+    """Run ``segmenter`` on the pairs of a DPST-layout folder and score each against its hand masks.
+
+    Args:
+        pairs_dir: folder with ``input/``, ``style/`` and ``segmentation/`` (pairs without masks are skipped).
+        ids: pair ids (default all).
+        segmenter: ``"auto"`` (:func:`~photostyle.segmentation.auto.choose_segmenter`), a registry name,
+            or a :class:`~photostyle.segmentation.Segmenter`.
+        device: where the photos are put before segmenting.
+
+    Returns:
+        One :class:`PairAgreement` per pair with masks, in folder order.
+    """
+    from photostyle.bench.runner import discover_pairs, select_pairs
+    from photostyle.segmentation.auto import choose_segmenter
+
+    backend, _ = choose_segmenter(segmenter)  # type: ignore[arg-type]
+    results = []
+    for pair in select_pairs(discover_pairs(pairs_dir), ids):
+        if pair.content_mask is None or pair.style_mask is None:
+            continue
+        content = load_image(pair.content).tensor.to(device)
+        style = load_image(pair.style).tensor.to(device)
+        with warnings.catch_warnings():  # a mask one pixel off its photo's size (pair 7) is resized
+            warnings.simplefilter("ignore")
+            hand_c, hand_s, _ = load_mask_pair(pair.content_mask, pair.style_mask, tuple(content.shape[-2:]),
+                                               tuple(style.shape[-2:]))
+        start = time.perf_counter()
+        auto_c, auto_s = backend.segment_pair(content, style)
+        seconds = time.perf_counter() - start
+        result = segment_agreement(auto_c, auto_s, hand_c, hand_s)
+        result.id, result.seconds = pair.id, seconds
+        results.append(result)
+    return results
+
+
+def _table(results: Sequence[PairAgreement], worst: int = 5) -> str:
+    lines = [f"{'pair':>6} {'content':>8} {'style':>8} {'cross':>6} {'regions':>7} {'s':>6}"]
+    for r in results:
+        lines.append(f"{r.id:>6} {r.content_iou:8.3f} {r.style_iou:8.3f} {r.cross:6.3f} {r.regions:7d} {r.seconds:6.1f}")
+    if results:
+        n = len(results)
+        mean = lambda f: sum(f(r) for r in results) / n  # noqa: E731
+        lines.append(f"{'mean':>6} {mean(lambda r: r.content_iou):8.3f} {mean(lambda r: r.style_iou):8.3f} "
+                     f"{mean(lambda r: r.cross):6.3f} {mean(lambda r: r.regions):7.1f} {mean(lambda r: r.seconds):6.1f}")
+        low = sorted(results, key=lambda r: r.content_iou + r.style_iou)[:worst]
+        lines.append("worst (content+style): " + ", ".join(
+            f"{r.id} ({r.content_iou:.2f}/{r.style_iou:.2f})" for r in low))
+        crossed = [r for r in results if r.cross > 0.05]
+        lines.append(f"pairs with more than 5% of the content styled from another kind: {len(crossed)}"
+                     + (" (" + ", ".join(f"{r.id}: {r.cross:.0%}" for r in crossed) + ")" if crossed else ""))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m photostyle.bench.segments --pairs DIR [--ids ...] [--segmenter NAME]``: print the table."""
+    parser = argparse.ArgumentParser(prog="python -m photostyle.bench.segments", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", required=True, help="DPST-layout folder (input/, style/, segmentation/)")
+    parser.add_argument("--ids", nargs="*", default=None, help="pair ids (default: all)")
+    parser.add_argument("--segmenter", default="auto", help="'auto' or a registered segmenter name")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    results = evaluate_pairs(args.pairs, args.ids, args.segmenter, device=args.device)
+    print(_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
