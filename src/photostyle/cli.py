@@ -344,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_bounded(int, 1), help="run at most N pairs")
     p.add_argument("--masks", choices=["hand", "auto", "none"], default="hand",
                    help="segments photostyle itself uses (default %(default)s); metrics always use the hand masks")
-    p.add_argument("--eval-size", type=_bounded(int, 32), default=350, help="long side in px at which all methods are scored (default %(default)s)")
+    p.add_argument("--eval-size", type=_bounded(int, 32), default=None,
+                   help="long side in px at which all methods are scored (default: each photo's own size, capped at 1024)")
     p.add_argument("--eval-weights", default="default", help="VGG16 weights of the metrics; 'none' = random (smoke tests only)")
     p.add_argument("--score", nargs="+", action="extend", default=[], metavar="NAME=DIR",
                    help="also score another method: DIR holds one image per pair id (N.png, bestN.jpg, inN.png, ...)")

@@ -5,7 +5,7 @@ See :mod:`photostyle.bench.metrics` for what is measured (with a table of metric
 """
 
 from .metrics import (
-    EVAL_SIZE,
+    MAX_EVAL_SIZE,
     METRICS,
     Evaluator,
     Metric,
@@ -20,7 +20,7 @@ from .report import contact_sheet, render_markdown
 from .runner import Pair, discover_pairs, find_image, parse_scores, run_benchmark, select_pairs
 
 __all__ = [
-    "EVAL_SIZE",
+    "MAX_EVAL_SIZE",
     "METRICS",
     "Evaluator",
     "Metric",

@@ -1,8 +1,9 @@
 """The benchmark's metrics, computed alike for every method at one evaluation size.
 
-Every image is resized to the content photo's size at :data:`EVAL_SIZE` (long side, px) before
-scoring, so photostyle, the reference results, the baseline and any other method are measured on
-the same grid. Segment-wise metrics use the pair's hand-made masks (matched with
+Every image is resized to the content photo's own size (long side capped at :data:`MAX_EVAL_SIZE`
+px; or a fixed ``eval_size``) before scoring, so photostyle, the reference results, the baseline and
+any other method are measured on the same grid, at the resolution a user sees. The style photo is
+taken at its own size under the same cap. Segment-wise metrics use the pair's hand-made masks (matched with
 :func:`photostyle.masks.match_segmentations`) for every method; a pair without masks is one segment.
 
 | metric | key | better | meaning |
@@ -43,8 +44,8 @@ from ..losses import layer_masks, segment_grams
 from ..matting import affine_energy_per_pixel
 from ..weights import LPIPS_CHANNELS, load_lpips_heads
 
-#: Default evaluation size: long side in pixels.
-EVAL_SIZE = 350
+#: Longest side, in pixels, at which photos are scored by default (each at its own size up to this).
+MAX_EVAL_SIZE = 1024
 
 #: LPIPS v0.1 layers (VGG16 relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in photostyle's names).
 LPIPS_LAYERS = ("conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3")
@@ -262,7 +263,8 @@ class Evaluator:
             ``None`` gives a random network (always the same one, seed 0), for smoke tests only.
         heads: the five LPIPS heads; default :func:`photostyle.weights.load_lpips_heads`, or random
             non-negative heads when ``weights`` is ``None``.
-        eval_size: long side in px at which everything is scored.
+        eval_size: long side in px at which everything is scored; ``None`` (the default): each photo
+            at its own size, long side capped at :data:`MAX_EVAL_SIZE`.
         device: where the network runs.
 
     Attributes:
@@ -273,10 +275,10 @@ class Evaluator:
         self,
         weights: str | None = "default",
         heads: Sequence[torch.Tensor] | None = None,
-        eval_size: int = EVAL_SIZE,
+        eval_size: int | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
-        if eval_size < 32:
+        if eval_size is not None and eval_size < 32:
             raise InputError(f"--eval-size must be at least 32 px but received {eval_size}")
         self.device = torch.device(device)
         self.eval_size = eval_size
@@ -301,7 +303,12 @@ class Evaluator:
         gain, bias = std / lp_std, mean - lp_mean * std / lp_std
         same = torch.allclose(gain, torch.ones_like(gain), atol=1e-6) and bool(bias.abs().max() < 1e-6)
         self._lpips_input = None if same else (gain, bias)  # ImageNet weights: LPIPS' scaling is theirs
-        self.description = f"{self.encoder.description}; LPIPS heads: {heads_name}; eval size {eval_size}"
+        size = f"{eval_size} px" if eval_size is not None else f"own size up to {MAX_EVAL_SIZE} px"
+        self.description = f"{self.encoder.description}; LPIPS heads: {heads_name}; eval size {size}"
+
+    def _side(self, image: torch.Tensor) -> int:
+        """The long side at which ``image`` ``(1, 3, H, W)`` is scored."""
+        return self.eval_size if self.eval_size is not None else min(max(image.shape[-2:]), MAX_EVAL_SIZE)
 
     def _features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
@@ -322,8 +329,8 @@ class Evaluator:
             masks: ``(1, K, H, W)`` hand masks of the content, or ``None`` for one segment.
             style_masks: ``(1, K, H', W')`` matching masks of the style, or ``None``.
         """
-        content = io.resize_long_side(content.to(self.device), self.eval_size)
-        style = io.resize_long_side(style.to(self.device), self.eval_size)
+        content = io.resize_long_side(content.to(self.device), self._side(content))
+        style = io.resize_long_side(style.to(self.device), self._side(style))
         if masks is None or style_masks is None:
             masks, style_masks = content.new_ones(1, 1, *content.shape[-2:]), style.new_ones(1, 1, *style.shape[-2:])
         masks = F.interpolate(masks.float().to(self.device), size=content.shape[-2:], mode="nearest-exact")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from ..io import write_atomically
-from .metrics import METRICS
+from .metrics import MAX_EVAL_SIZE, METRICS
 
 _ARROW = {"lower": "↓", "higher": "↑"}
 _LABEL_HEIGHT = 22
@@ -58,6 +58,10 @@ def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     return report
 
 
+def _eval_size(size: int | None) -> str:
+    return f"{size} px (long side)" if size is not None else f"each photo's own size (long side at most {MAX_EVAL_SIZE} px)"
+
+
 def _fmt(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "–"
@@ -77,7 +81,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{len(records)} pair(s) from `{report['pairs_dir']}`, photostyle masks: {report['masks']}, "
         f"transfer {'run' if report['run'] else 'not run (existing outputs scored)'}; "
         f"{report['seconds']:.0f} s in all.",
-        f"Every image is scored at {report['eval_size']} px (long side) against the content and style photos, "
+        f"Every image is scored at {_eval_size(report['eval_size'])} against the content and style photos, "
         f"segment-wise metrics with the hand masks; evaluation network: {report['evaluator']}.", "",
         "## Means", "",
         *_table(["method", "pairs", *heads],

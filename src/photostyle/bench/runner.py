@@ -38,10 +38,11 @@ import torch
 from .. import io
 from ..colour import segment_colour_transfer
 from ..errors import InputError, OutputError
+from ..lut import fit_error, fit_lut
 from ..masks import Segmentation
 from ..masks import load_mask_pair
 from ..pipeline import TransferConfig, peak_rss_mb, resolve_device, stylise
-from .metrics import EVAL_SIZE, Evaluator, PairTargets
+from .metrics import Evaluator, PairTargets
 from .report import contact_sheet, write_report
 
 log = logging.getLogger(__name__)
@@ -174,11 +175,14 @@ def _run_photostyle(loaded: _LoadedPair, config: TransferConfig, masks: MaskMode
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     result = stylise(loaded.content, loaded.style, content_seg, style_seg, config)
+    total = time.perf_counter() - start
     io.save_image(result.image.cpu(), output, overwrite=True)
     report = result.report
+    look = fit_lut(loaded.content, result.image.cpu())  # how much of the look a global 33^3 LUT carries
     return {
+        "lut_fit_ciede2000": fit_error(look, loaded.content, result.image.cpu()),
         "seconds": report["seconds"],
-        "total_seconds": time.perf_counter() - start,
+        "total_seconds": total,
         "peak_rss_mb": peak_rss_mb(),
         "gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "device": report["device"],
@@ -263,7 +267,7 @@ def run_benchmark(
     scores: Mapping[str, str | Path] | None = None,
     run: bool = True,
     evaluator: Evaluator | None = None,
-    eval_size: int = EVAL_SIZE,
+    eval_size: int | None = None,
     eval_weights: str | None = "default",
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -281,7 +285,8 @@ def run_benchmark(
             (``N.png``, ``bestN.jpg``, ``inN.png``, ...).
         run: run the transfer; ``False`` scores the outputs already in ``out_dir/photostyle``.
         evaluator: the scorer; default ``Evaluator(eval_weights, eval_size=eval_size)`` on the transfer's device.
-        eval_size: evaluation long side in px (ignored when ``evaluator`` is given).
+        eval_size: evaluation long side in px; ``None``: each photo's own (capped, see :class:`Evaluator`);
+            ignored when ``evaluator`` is given.
         eval_weights: evaluation network weights (ignored when ``evaluator`` is given).
         progress: called with one line per pair.
 
