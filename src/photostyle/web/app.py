@@ -112,8 +112,9 @@ def access(host: str, port: int, extra_hosts: Iterable[str] = ()) -> tuple[froze
 
     On this machine only (``127.0.0.1``, ``localhost``, ``::1``) there is no token. Bound to
     another address, the server answers to that address (for ``0.0.0.0`` / ``::``: this
-    machine's name and its outward address) and to ``extra_hosts``, and wants a fresh random
-    token, which the address carries as ``?token=``.
+    machine's name) and to ``extra_hosts`` (``--allow-host``: the address or name others use),
+    and wants a fresh random token, which the address carries as ``?token=``. Nothing here opens
+    a connection.
     """
     names = set(LOCAL_HOSTS) | {h.lower() for h in extra_hosts}
     if host in LOCAL_HOSTS:
@@ -122,12 +123,6 @@ def access(host: str, port: int, extra_hosts: Iterable[str] = ()) -> tuple[froze
     if host in ("0.0.0.0", "::", ""):
         shown = socket.gethostname()
         names.add(shown.lower())
-        try:  # the address of the default route; a UDP connect sends nothing
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.connect(("192.0.2.1", 9))
-                names.add(s.getsockname()[0])
-        except OSError:
-            pass
     else:
         names.add(host.lower())
     token = secrets.token_urlsafe(18)
