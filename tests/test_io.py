@@ -143,6 +143,24 @@ def test_float_rgb_tiff_read(tmp_path, scale):
     assert torch.allclose(loaded.tensor[0].permute(1, 2, 0), torch.from_numpy(values), atol=1e-6)
 
 
+def test_sixteen_bit_grey_alpha_tiff_read(tmp_path):
+    stored = _fine_steps(2)
+    path = tmp_path / "grey-alpha.tif"
+    tifffile.imwrite(path, stored, photometric="minisblack", extrasamples=["unassalpha"])  # PIL cannot open it
+    loaded = load_image(path)
+    assert loaded.mode == "LA;16" and loaded.bit_depth == 16
+    assert np.array_equal(_as_uint16(loaded.tensor), np.repeat(stored[..., :1], 3, axis=2))
+    assert np.array_equal(_as_uint16(loaded.alpha)[..., 0], stored[..., 1])
+
+
+def test_sixteen_bit_png_with_broken_profile_warns_and_loads(tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(_encode_png16(_fine_steps(), b"not a profile" * 20, None))
+    with pytest.warns(UserWarning, match="ICC profile unusable"):
+        loaded = load_image(path)
+    assert np.array_equal(_as_uint16(loaded.tensor), _fine_steps())
+
+
 def test_sixteen_bit_png_profile_converted_at_full_depth(tmp_path):
     icc = _swapped_srgb_profile()
     stored = np.zeros((3, 3, 3), np.uint16)

@@ -67,16 +67,6 @@ def test_segment_shape_matches_resize_long_side():
         assert segment_shape(height, width, side) == expected
 
 
-def test_hand_made_masks_are_read_at_the_bounded_size(tmp_path):
-    mask = np.zeros((200, 300, 3), np.uint8)
-    mask[:, 150:] = (0, 0, 255)
-    Image.fromarray(mask).save(tmp_path / "c.png")
-    Image.fromarray(mask[:100]).save(tmp_path / "s.png")
-    out = segment_pair(torch.rand(1, 3, 200, 300), torch.rand(1, 3, 100, 300), method="masks",
-                       content_mask=tmp_path / "c.png", style_mask=tmp_path / "s.png", max_side=60)
-    assert out.content.size == (40, 60) and out.style.size == (20, 60)
-
-
 def test_stylise_segments_at_the_segment_side(monkeypatch):
     recording = Recording()
     monkeypatch.setattr(pipeline, "SEGMENT_SIDE", 48)
@@ -149,8 +139,8 @@ def test_output_size_above_the_photo_is_capped_with_a_warning():
 def test_sizes_that_fit_are_kept(recwarn):
     config = TransferConfig(size=320, output_size=1000)
     assert fit_sizes(config, 2000, 3000) is config
-    assert fit_sizes(TransferConfig(size=64), 20, 24).size == 32  # the network's floor
-    assert not recwarn.list[:0]
+    assert fit_sizes(TransferConfig(size=32), 20, 24).size == 32  # the network's floor, above this photo
+    assert not recwarn.list
 
 
 # ---- sizes that cannot fit in memory are refused up front ------------------------------------------

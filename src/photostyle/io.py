@@ -159,8 +159,9 @@ def load_image(
                 mode, bit_depth = im.mode, _bit_depth(im, path)
                 icc = im.info.get("icc_profile") or None
                 exif = _tiff_exif(im, path) if im.format == "TIFF" else im.info.get("exif") or None
-                if bit_depth > 8 and im.mode not in _FULL_DEPTH_MODES and im.format in ("PNG", "TIFF"):
-                    # PIL would decode these at 8 bits per channel: decode at full depth instead.
+                if bit_depth > 8 and im.mode not in _FULL_DEPTH_MODES and (
+                    im.format == "PNG" or (im.format == "TIFF" and im.tag_v2.get(262) in (0, 1, 2))
+                ):  # PIL would decode these grey+alpha or RGB(A) photos at 8 bits: decode at full depth instead
                     orientation = _orientation(im, exif, path)
                     deep = _decode_png16(im, path) if im.format == "PNG" else _read_tiff(path)[0]
                 else:
@@ -767,15 +768,23 @@ def _encode_png16(pixels: np.ndarray, icc: bytes | None, exif: bytes | None) -> 
     rows = pixels.astype(">u2").view(np.uint8).reshape(height, width * channels * 2)
     filtered = rows.copy()
     filtered[1:] -= rows[:-1]  # wraps modulo 256, as PNG's Up filter requires
-    raw = np.concatenate([np.full((height, 1), 2, np.uint8), filtered], axis=1).tobytes()
+    raw = np.concatenate([np.full((height, 1), 2, np.uint8), filtered], axis=1)
     chunks = [(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2 if channels == 3 else 6, 0, 0, 0))]
     if icc is not None:
         chunks.append((b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc)))
     if exif is not None:
         chunks.append((b"eXIf", exif.removeprefix(b"Exif\0\0")))
-    chunks += [(b"IDAT", zlib.compress(raw, 6)), (b"IEND", b"")]
+    chunks += [(b"IDAT", _deflate(raw)), (b"IEND", b"")]
     body = b"".join(struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d)) for t, d in chunks)
     return b"\x89PNG\r\n\x1a\n" + body
+
+
+def _deflate(data: np.ndarray) -> bytes:
+    """A zlib stream of the C-contiguous array ``data`` at level 6, by libdeflate (imagecodecs): twice as fast as
+    Python's zlib, as small."""
+    import imagecodecs
+
+    return imagecodecs.deflate_encode(data, 6)
 
 
 def _encode_tiff(pixels: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
@@ -792,8 +801,8 @@ def _encode_tiff(pixels: np.ndarray, icc: bytes | None, exif: bytes | None) -> b
     samples[:, 1:] -= pixels[:, :-1]  # predictor 2: each sample minus its left neighbour, modulo 2**bits
     raw = samples.reshape(height, -1).view(np.uint8)
     rows = max(1, (1 << 20) // raw.shape[1])
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # zlib releases the GIL
-        strips = list(pool.map(lambda top: zlib.compress(raw[top : top + rows], 6), range(0, height, rows)))
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        strips = list(pool.map(lambda top: _deflate(raw[top : top + rows]), range(0, height, rows)))
 
     ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
     if exif is not None:

@@ -277,7 +277,7 @@ def _check_memory(name: str, height: int, width: int, size: int, device: torch.d
                 None)
     if fits is not None:
         raise InputError(f"{name}: at working size {size} px the transfer needs {have}; use --size {fits} or less")
-    fixed = estimate_peak_bytes(height, width, 32) - FULL_BYTES_PER_PIXEL * height * width
+    fixed = need - FULL_BYTES_PER_PIXEL * height * width  # a smaller photo of this shape needs no more
     megapixels = math.floor(max(0, budget - fixed) / FULL_BYTES_PER_PIXEL / 1e5) / 10
     advice = f"downscale it to {megapixels:g} megapixels or less" if megapixels >= 0.1 else "free some memory first"
     raise InputError(f"{name}: the photo is {width}x{height} ({height * width / 1e6:.0f} megapixels) and needs {have}; "

@@ -41,8 +41,8 @@ class SegmentationOutcome:
     """What :func:`segment_pair` found.
 
     Attributes:
-        content: segmentation of the content photo at its size, shrunk to :func:`segment_shape`
-            if larger, or ``None`` (method ``"none"``).
+        content: segmentation of the content photo at its size (automatic: shrunk to
+            :func:`segment_shape` if larger), or ``None`` (method ``"none"``).
         style: segmentation of the style photo likewise, with the same labels in the same order.
         segmenter: ``"masks"``, ``"none"`` or the registry name of the backend used.
         grouping: :meth:`photostyle.grouping.GroupingResult.to_dict` for labelled backends, else ``None``.
@@ -105,7 +105,7 @@ def segment_pair(
       unlabelled one (coseg) segments the pair together. Either way segments smaller than
       ``min_fraction`` of either photo are merged into a neighbour.
 
-    Photos larger than ``max_side`` on their long side are segmented, and masks read, at
+    For ``"auto"``, photos larger than ``max_side`` on their long side are segmented at
     :func:`segment_shape`: the segmenters never see a long side above ``max_side`` px.
 
     Args:
@@ -118,11 +118,11 @@ def segment_pair(
         metric: WordNet similarity metric for grouping (:data:`photostyle.grouping.METRICS`).
         threshold: similarity in [0, 1] at which shared labels merge.
         min_fraction: smallest segment, as a fraction of each photo's area.
-        max_side: bound in px on the long side of what is segmented (``None``: the photos' own size).
+        max_side: for ``"auto"``, bound in px on the long side of what is segmented (``None``: none).
 
     Returns:
-        :class:`SegmentationOutcome` with masks ``(1, K, h, w)`` and ``(1, K, h', w')``, the
-        :func:`segment_shape` of each photo.
+        :class:`SegmentationOutcome` with masks ``(1, K, h, w)`` and ``(1, K, h', w')``: each
+        photo's :func:`segment_shape` for ``"auto"``, its own size for ``"masks"``.
 
     Raises:
         MaskError: ``"masks"`` without both mask files, or masks that cannot be used.
@@ -138,8 +138,7 @@ def segment_pair(
             raise MaskError(f"segmentation 'masks' needs a content mask and a style mask but received "
                             f"content_mask={content_mask}, style_mask={style_mask}; give both, or use 'auto'")
         content_seg, style_seg, notes = load_mask_pair(
-            content_mask, style_mask, segment_shape(*content.shape[-2:], max_side),
-            segment_shape(*style.shape[-2:], max_side),
+            content_mask, style_mask, tuple(content.shape[-2:]), tuple(style.shape[-2:])
         )
         return SegmentationOutcome(content_seg.to(content.device), style_seg.to(style.device), "masks", notes=notes)
     if method != "auto":
