@@ -187,7 +187,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 def _cmd_apply_lut(args: argparse.Namespace) -> int:
     from .errors import InputError, OutputError
-    from .io import check_distinct, check_output_path, load_image, save_image
+    from .io import check_distinct, check_output_path, load_image, output_bit_depth, save_image
     from .lut import read_lut
 
     out = Path(args.output)
@@ -206,7 +206,8 @@ def _cmd_apply_lut(args: argparse.Namespace) -> int:
         check_output_path(target, overwrite=args.overwrite)
     for source, target in zip(images, outputs):
         photo = load_image(source)
-        save_image(look.apply(photo.tensor), target, alpha=photo.alpha, exif=photo.exif, overwrite=args.overwrite)
+        save_image(look.apply(photo.tensor), target, alpha=photo.alpha, exif=photo.exif, icc_profile=photo.icc_profile,
+                   bit_depth=output_bit_depth(target, photo.bit_depth), overwrite=args.overwrite)
     if not args.quiet:
         print(f"photostyle: applied {args.lut} ({look.size}^3) to {len(images)} photo(s): {', '.join(map(str, outputs))}",
               file=sys.stderr)
