@@ -123,7 +123,8 @@ def test_saved_8bit_pixels_are_the_rounded_values(tmp_path):
 
 def test_working_size_above_the_photo_is_lowered_to_it():
     content, style = torch.rand(1, 3, 30, 40), torch.rand(1, 3, 50, 60)
-    with pytest.warns(UserWarning, match=r"--size 64 is larger than the content photo \(40x30\); working at its own size, 40 px"):
+    expected = r"--size 64 is larger than the content photo \(40x30\); working at its own size, 40 px"
+    with pytest.warns(UserWarning, match=expected):
         result = stylise(content, style, config=TransferConfig(**{**TINY, "size": 64}))
     assert tuple(result.working.shape[-2:]) == (30, 40)
     assert result.report["settings"]["size"] == 40

@@ -273,8 +273,8 @@ def _check_memory(name: str, height: int, width: int, size: int, device: torch.d
         return
     where = "GPU memory" if device.type == "cuda" else "memory"
     have = f"about {need / 2**30:.1f} GB of {where} but {budget / 2**30:.1f} GB is free"
-    fits = next((s for s in (size, *range(size // 32 * 32, 31, -32)) if estimate_peak_bytes(height, width, s) <= budget),
-                None)
+    smaller = (size, *range(size // 32 * 32, 31, -32))
+    fits = next((s for s in smaller if estimate_peak_bytes(height, width, s) <= budget), None)
     if fits is not None:
         raise InputError(f"{name}: at working size {size} px the transfer needs {have}; use --size {fits} or less")
     fixed = need - FULL_BYTES_PER_PIXEL * height * width  # a smaller photo of this shape needs no more

@@ -3,10 +3,12 @@
 :func:`segment_pair` chooses between the user's hand-made masks, automatic segmentation and
 none, and for automatic segmentation between a labelled scene parser (ADE20K, whose labels
 are grouped by WordNet similarity as in Spenhouet et al. 2019) and unlabelled feature
-co-segmentation (``coseg``, which needs no extra weights). Photos are segmented at a long side
-of at most :data:`SEGMENT_SIDE` px, whatever their size, so segmentation costs the same
-memory for a 1- and a 100-megapixel photo; the transfer resizes masks to its working size anyway. :func:`save_overlay` draws a
+co-segmentation (``coseg``, which needs no extra weights). :func:`save_overlay` draws a
 segmentation over its photo with a legend, for the command line's ``segment``.
+
+Automatic segmentation runs at a long side of at most ``max_side`` px (:data:`SEGMENT_SIDE` by
+default; the transfer passes its working size when that is larger), whatever the photos' size, so
+it costs the same memory for a 1- and a 100-megapixel photo; masks are resized to the working size anyway.
 """
 
 from __future__ import annotations
@@ -166,7 +168,7 @@ def segment_pair(
 
 
 def segment_shape(height: int, width: int, max_side: int | None = SEGMENT_SIDE) -> tuple[int, int]:
-    """The ``(h, w)`` at which a ``height x width`` photo is segmented: its own, or shrunk to a long side of ``max_side``.
+    """The ``(h, w)`` at which a ``height x width`` photo is segmented: its own, or shrunk to long side ``max_side``.
 
     The aspect ratio is kept, with the rounding of :func:`photostyle.io.resize_long_side`.
 
