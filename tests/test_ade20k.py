@@ -65,7 +65,7 @@ def test_segment_rejects_bad_image(tiny_checkpoint):
 
 
 def test_missing_weights_say_what_to_do(tmp_path):
-    with pytest.raises(WeightsError, match="huggingface-cli download nvidia/segformer-b0-finetuned-ade-512-512"):
+    with pytest.raises(WeightsError, match="photostyle weights --fetch ade20k"):
         ADE20KSegmenter(tmp_path / "not-there", local_files_only=True)
 
 

@@ -293,9 +293,9 @@ def test_out_of_memory_names_a_smaller_size(capsys, photos, monkeypatch, error):
 
     monkeypatch.setattr(pipeline, "optimise", optimise)
     out = photos["dir"] / "out.png"
-    code, err = run(capsys, photos["content"], photos["style"], "-o", out, *FAST, "--size", "96")
+    code, err = run(capsys, photos["content"], photos["style"], "-o", out, *FAST, "--size", "48")
     assert code == 4
-    assert_one_error_line(err, "ran out of memory at working size 96 px; try --size 64")
+    assert_one_error_line(err, "ran out of memory at working size 48 px; try --size 32")
     assert not out.exists()
 
 

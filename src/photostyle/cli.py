@@ -56,8 +56,10 @@ def _add_transfer_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("transfer settings")
     g.add_argument("--preset", choices=list(PRESETS), default="balanced",
                    help="speed/quality: sets --size, --iterations and --levels unless given (default %(default)s)")
-    g.add_argument("--size", type=_bounded(int, 32), default=None, help="working resolution, long side in px (default: from --preset)")
-    g.add_argument("--output-size", type=_bounded(int, 16), default=None, help="output long side in px (default: the content's own size)")
+    g.add_argument("--size", type=_bounded(int, 32), default=None,
+                   help="working resolution, long side in px, never above the content photo's (default: from --preset)")
+    g.add_argument("--output-size", type=_bounded(int, 16), default=None,
+                   help="output long side in px, never above the content photo's (default: the content's own size)")
     g.add_argument("--iterations", type=_bounded(int, 0), default=None, help="optimisation steps per level (default: from --preset)")
     g.add_argument("--levels", type=_bounded(int, 1, maximum=6), default=None,
                    help="coarse-to-fine levels in 1..6, each half the size of the next (default: from --preset)")
@@ -236,12 +238,15 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from .grouping import METRICS
     from .io import check_distinct, check_writable, load_image, write_atomically
     from .masks import save_colour_mask
+    from .segmentation import available_segmenters
     from .segmentation.auto import choose_segmenter, save_overlay, segment_pair
 
     if args.similarity_metric not in METRICS:
         raise InputError(f"unknown --similarity-metric {args.similarity_metric!r}; choose one of {', '.join(METRICS)}")
     if len(args.images) > 2:
         raise InputError(f"segment takes one photo or a content and a style photo but received {len(args.images)}")
+    if args.segmenter != "auto" and args.segmenter not in available_segmenters():
+        raise InputError(f"unknown segmenter {args.segmenter!r}; choose one of: auto, {', '.join(available_segmenters())}")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise OutputError(f"-o {out} is a file; segment writes several files, give a folder")

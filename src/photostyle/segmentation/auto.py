@@ -78,8 +78,8 @@ def choose_segmenter(name: str | Segmenter = "auto") -> tuple[Segmenter, list[st
     except WeightsError as err:
         logger.info("ADE20K unavailable, using coseg: %s", err)
         return get_segmenter("coseg"), [
-            "segmenter auto: no local ADE20K model (fetch one with 'huggingface-cli download "
-            "nvidia/segformer-b0-finetuned-ade-512-512' to use it), so the photos were co-segmented (coseg)"
+            "segmenter auto: no local ADE20K model (fetch one with 'photostyle weights --fetch ade20k' "
+            "to use it), so the photos were co-segmented (coseg)"
         ]
 
 
