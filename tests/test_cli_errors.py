@@ -334,15 +334,15 @@ def test_traceback_only_with_debug(capsys, photos):
     [
         ("--iterations", "-1", "expected an integer >= 0 but received -1"),
         ("--size", "0", "expected an integer >= 32 but received 0"),
-        ("--levels", "0", "expected an integer >= 1"),
+        ("--levels", "0", "expected an integer in [1, 6] but received 0"),
         ("--output-size", "8", "expected an integer >= 16"),
-        ("--lr", "nan", "expected a number > 0 and <= 1 but received nan"),
+        ("--lr", "nan", "expected a number in (0, 1] but received nan"),
         ("--style-weight", "-3", "expected a number >= 0"),
         ("--save-every", "1.5", "expected an integer >= 0 but received '1.5'"),
-        ("--detail", "2", "expected a number >= 0 and <= 1 but received 2"),
-        ("--strength", "1.5", "expected a number >= 0 and <= 1 but received 1.5"),
-        ("--chroma", "-0.1", "expected a number >= 0 and <= 1 but received -0.1"),
-        ("--flat-threshold", "nan", "expected a number >= 0 and <= 1 but received nan"),
+        ("--detail", "2", "expected a number in [0, 1] but received 2"),
+        ("--strength", "1.5", "expected a number in [0, 1] but received 1.5"),
+        ("--chroma", "-0.1", "expected a number in [0, 1] but received -0.1"),
+        ("--flat-threshold", "nan", "expected a number in [0, 1] but received nan"),
     ],
 )
 def test_bad_numbers_are_usage_errors(capsys, photos, option, value, fragment):

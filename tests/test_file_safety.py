@@ -115,8 +115,8 @@ CASES: dict[str, Case] = {
     # options out of range: usage errors (exit 2)
     "seed-huge": Case(T + " -o {d}/out.png --seed 99999999999999999999999", 2, "--seed"),
     "seed-negative": Case(T + " -o {d}/out.png --seed -1", 2, "--seed"),
-    "lr-too-big": Case(T + " -o {d}/out.png --lr 5", 2, "<= 1"),
-    "levels-too-many": Case(T + " -o {d}/out.png --levels 40", 2, "<= 6"),
+    "lr-too-big": Case(T + " -o {d}/out.png --lr 5", 2, "a number in (0, 1]"),
+    "levels-too-many": Case(T + " -o {d}/out.png --levels 40", 2, "an integer in [1, 6]"),
     "semantic-threshold-nan": Case(T + " -o {d}/out.png --semantic-threshold nan", 2, "--semantic-threshold"),
     # devices
     "device-mps": Case(T + " -o {d}/out.png --device mps", 4, "not supported; use auto, cpu or cuda"),

@@ -28,9 +28,10 @@ pytest.importorskip("multipart")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from photostyle.masks import Segmentation  # noqa: E402
-from photostyle.presets import PRESETS, preset_config  # noqa: E402
+from photostyle.settings import PRESETS, from_preset  # noqa: E402
 from photostyle.web import access, create_app, examples_dir  # noqa: E402
 from photostyle.web import app as app_module  # noqa: E402
+from photostyle.web import jobs as jobs_module  # noqa: E402
 
 from helpers import random_rgb  # noqa: E402
 
@@ -72,11 +73,11 @@ def wait(client: TestClient, job_id: str, timeout: float = 30.0) -> dict:
 
 
 def test_presets():
-    assert preset_config("fast").size < preset_config("balanced").size < preset_config("best").size
-    assert preset_config("best").levels == 2
-    assert preset_config("balanced", iterations=3).iterations == 3
+    assert from_preset("fast").size < from_preset("balanced").size < from_preset("best").size
+    assert from_preset("best").levels == 2
+    assert from_preset("balanced", iterations=3).iterations == 3
     with pytest.raises(Exception, match="choose one of: fast, balanced, best"):
-        preset_config("ultra")
+        from_preset("ultra")
 
 
 def test_page_and_config(client):
@@ -85,7 +86,7 @@ def test_page_and_config(client):
     assert client.get("/static/app.js").status_code == 200
     config = client.get("/api/config").json()
     assert list(config["presets"]) == list(PRESETS)
-    assert config["presets"]["best"] == {"size": 32, "iterations": 4}  # the test overrides apply to every preset
+    assert config["presets"]["best"] == {"size": 32, "iterations": 4, "levels": 2}  # the overrides apply to every preset
     assert config["max_pixels"] == 10_000
 
 
@@ -100,7 +101,7 @@ def test_upload_run_and_fetch_result(client):
     assert [entry["label"] for entry in job["segments"]["labels"]] == ["all"]
     assert [image["name"] for image in job["segments"]["images"]] == ["content_segments", "style_segments"]
     assert job["report"]["settings"]["size"] == 32
-    assert job["download_name"] == "mine-fast.jpg"
+    assert job["download_name"] == "mine-fast.png"  # a PNG stays a PNG
     assert job["preview"] is not None and client.get(job["preview"]).status_code == 200
     result = client.get(job["result"])
     assert result.status_code == 200
@@ -112,7 +113,7 @@ def test_upload_run_and_fetch_result(client):
 
 def test_segmentations_in_the_report_are_drawn(client, monkeypatch):
     """The segments a transfer used are saved as colour masks with a legend."""
-    real = app_module.transfer
+    real = jobs_module.transfer
 
     def transfer(*args, **kwargs):
         result = real(*args, **kwargs)
@@ -123,7 +124,7 @@ def test_segmentations_in_the_report_are_drawn(client, monkeypatch):
         result.style_segments = None
         return result
 
-    monkeypatch.setattr(app_module, "transfer", transfer)
+    monkeypatch.setattr(jobs_module, "transfer", transfer)
     files = {"content": ("a.png", png(1), "image/png"), "style": ("b.png", png(2), "image/png")}
     job = wait(client, client.post("/api/jobs", files=files, data={"preset": "fast"}).json()["id"])
     assert job["state"] == "done", job["error"]
@@ -138,7 +139,7 @@ def test_unexpected_error_is_reported_not_500(client, monkeypatch):
     def transfer(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(app_module, "transfer", transfer)
+    monkeypatch.setattr(jobs_module, "transfer", transfer)
     files = {"content": ("a.png", png(1), "image/png"), "style": ("b.png", png(2), "image/png")}
     job = wait(client, client.post("/api/jobs", files=files).json()["id"])
     assert job["state"] == "failed" and "RuntimeError: boom" in job["error"]
@@ -170,14 +171,19 @@ def test_limits(client):
     assert "megapixels" in response.json()["error"] and "style photo wide.png" in response.json()["error"]
 
 
-def test_strength_is_applied_and_checked(client):
+def test_strength_is_where_the_page_starts_and_checked(client):
+    """The optimisation runs at full strength; the submitted strength and colour are where the page's sliders start."""
     files = {"content": ("a.png", png(1), "image/png"), "style": ("b.png", png(2), "image/png")}
-    job = wait(client, client.post("/api/jobs", files=files, data={"preset": "fast", "strength": "0.3"}).json()["id"])
+    data = {"preset": "fast", "strength": "0.3", "chroma": "0.5"}
+    job = wait(client, client.post("/api/jobs", files=files, data=data).json()["id"])
     assert job["state"] == "done", job["error"]
-    assert job["report"]["settings"]["strength"] == 0.3
+    assert job["look"] == {"strength": 0.3, "chroma": 0.5}
+    assert job["report"]["settings"]["strength"] == 1.0 and job["report"]["settings"]["chroma"] == 1.0
     for bad in ("1.5", "-0.1", "strong", "nan"):
         response = client.post("/api/jobs", files=files, data={"strength": bad})
         assert response.status_code == 400 and "strength must be a number from 0 to 1" in response.json()["error"]
+        response = client.get(f"{job['download']}?chroma={bad}")
+        assert response.status_code == 400 and "chroma must be a number from 0 to 1" in response.json()["error"]
 
 
 def test_missing_photo_and_unknown_preset(client):
@@ -432,3 +438,309 @@ def test_stopping_the_server_during_a_job_exits_cleanly(sig):
     assert time.monotonic() - sent < 15
     assert "terminate called" not in stderr.decode() and "Traceback" not in stderr.decode(), stderr.decode()
     assert server.returncode in (0, 128 + sig, -sig), (server.returncode, stderr.decode())  # 128 + n: "stopped by n"
+
+
+# --- the page's own needs: formats, the look, cancel, progress, pairings, masks, previews ---------------------
+
+
+def photo_bytes(fmt: str, size=(30, 20), seed: int = 1, exif: Image.Exif | None = None, mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    image = Image.fromarray(random_rgb(size[1], size[0], seed, channels=len(mode)), mode)
+    image.save(buffer, format=fmt, **({"exif": exif} if exif is not None else {}))
+    return buffer.getvalue()
+
+
+def load_rgb(data: bytes) -> torch.Tensor:
+    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
+
+
+def test_download_keeps_png_full_size_and_carries_the_look(client):
+    """The download is the faded result (blend_lab at full size), in the uploaded format, named and labelled with the values."""
+    from photostyle.colour import blend_lab
+
+    files = {"content": ("mine.png", png(1), "image/png"), "style": ("look.png", png(2, (24, 24)), "image/png")}
+    job = wait(client, client.post("/api/jobs", files=files, data={"preset": "fast"}).json()["id"])
+    assert job["state"] == "done", job["error"]
+    assert job["output"]["format"] == "PNG" and job["output"]["ext"] == ".png" and job["output"]["quality"] is None
+    full = client.get(job["download"])  # no values: full strength, the run's own file
+    assert full.status_code == 200 and full.content == client.get(job["result"]).content
+    assert 'filename="mine-fast.png"' in full.headers["content-disposition"]
+    faded = client.get(f"{job['download']}?strength=0.5&chroma=0.4")
+    assert faded.status_code == 200
+    assert 'filename="mine-fast-strength50-colour40.png"' in faded.headers["content-disposition"]
+    assert faded.headers["x-photostyle-look"].startswith("strength 50 %, colour 40 %; PNG")
+    image = Image.open(io.BytesIO(faded.content))
+    assert image.format == "PNG" and image.size == (30, 20)
+    expected = blend_lab(load_rgb(png(1)), load_rgb(full.content), lightness=0.5, chroma=0.2)
+    assert (load_rgb(faded.content) - expected).abs().max() < 2.5 / 255  # the full result is 8-bit here, the master 16
+    zero = load_rgb(client.get(f"{job['download']}?strength=0").content)
+    assert (zero - load_rgb(png(1))).abs().max() < 1.5 / 255  # strength 0: the photo as it was
+    view = client.get(f"{job['view']}?strength=0.5&chroma=0.4")
+    assert view.status_code == 200 and view.headers["content-type"] == "image/jpeg"
+
+
+def test_jpeg_keeps_exif_orientation_and_states_its_quality(client):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: shown rotated a quarter turn
+    exif[0x010F] = "PhotoCam"  # Make
+    files = {"content": ("holiday.jpg", photo_bytes("JPEG", (30, 20), exif=exif), "image/jpeg"),
+             "style": ("b.png", png(2), "image/png")}
+    job = wait(client, client.post("/api/jobs", files=files, data={"preset": "fast"}).json()["id"])
+    assert job["state"] == "done", job["error"]
+    expected = {"format": "JPEG", "ext": ".jpg", "quality": 95, "width": 20, "height": 30, "exif": True}
+    assert {k: job["output"][k] for k in expected} == expected
+    for url in (job["download"], f"{job['download']}?strength=0.6"):
+        response = client.get(url)
+        image = Image.open(io.BytesIO(response.content))
+        assert image.format == "JPEG" and image.size == (20, 30)  # upright, full size
+        tags = image.getexif()
+        assert tags.get(0x010F) == "PhotoCam" and tags.get(0x0112, 1) == 1
+        assert "JPEG quality 95" in response.headers["x-photostyle-look"]
+    assert job["download_name"] == "holiday-fast.jpg"
+
+
+@pytest.mark.parametrize(("fmt", "mime", "ext"), [("TIFF", "image/tiff", ".tif"), ("WEBP", "image/webp", ".webp"),
+                                                  ("GIF", "image/gif", ".png")])
+def test_the_uploaded_format_is_kept(client, fmt, mime, ext):
+    files = {"content": (f"scan.{fmt.lower()}", photo_bytes(fmt), mime), "style": ("b.png", png(2), "image/png")}
+    job = wait(client, client.post("/api/jobs", files=files, data={"preset": "fast"}).json()["id"])
+    assert job["state"] == "done", job["error"]
+    assert job["output"]["ext"] == ext and job["download_name"] == f"scan-fast{ext}"
+    image = Image.open(io.BytesIO(client.get(f"{job['download']}?strength=0.7").content))
+    assert image.size == (30, 20) and image.format == {".tif": "TIFF", ".webp": "WEBP", ".png": "PNG"}[ext]
+
+
+@pytest.fixture
+def slow_client():
+    """Jobs that run until cancelled (a huge number of steps on a small photo)."""
+    app = create_app(max_upload_mb=0.05, max_pixels=10_000, config_overrides=dict(TINY, size=32, iterations=100_000))
+    with TestClient(app, base_url=LOCAL) as c:
+        yield c
+
+
+def wait_for(client: TestClient, job_id: str, predicate, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if predicate(job):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} not as expected in {timeout} s: {job}")
+
+
+def test_cancel_running_and_waiting_jobs(slow_client):
+    client = slow_client
+    first = client.post("/api/jobs", files=pair(), data={"preset": "fast"}).json()
+    running = wait_for(client, first["id"], lambda j: j["phase"] == "optimising" and j["step"] >= 3)
+    assert running["elapsed"] > 0 and running["remaining"] is not None and running["remaining"] > 0
+    assert running["position"] is None
+    second = client.post("/api/jobs", files=pair(), data={"preset": "fast"}).json()
+    assert second["state"] == "queued" and (second["position"], second["ahead"]) == (1, 1)
+
+    # A waiting job leaves the line at once, with its files.
+    cancelled = client.delete(f"/api/jobs/{second['id']}").json()
+    assert cancelled["state"] == "cancelled" and second["id"] not in jobs_left(client)
+    # A running one stops at its next step, through the optimiser's interrupt path.
+    assert client.post(f"/api/jobs/{first['id']}/cancel", headers={"origin": LOCAL}).status_code == 200
+    started = time.monotonic()
+    stopped = wait_for(client, first["id"], lambda j: j["state"] == "cancelled", timeout=15)
+    assert time.monotonic() - started < 10 and stopped["result"] is None
+    assert first["id"] not in jobs_left(client)
+    # The worker is free again.
+    third = client.post("/api/jobs", files=pair(), data={"preset": "fast"}).json()
+    wait_for(client, third["id"], lambda j: j["state"] == "running")
+    client.post(f"/api/jobs/{third['id']}/cancel")
+    wait_for(client, third["id"], lambda j: j["state"] == "cancelled", timeout=15)
+    # Another site cannot cancel (the page's beacon carries the page's own Origin).
+    assert client.post(f"/api/jobs/{third['id']}/cancel", headers={"origin": "http://evil.example"}).status_code == 403
+    assert client.post("/api/jobs/nope/cancel").status_code == 404
+
+
+def test_a_job_whose_page_is_gone_is_cancelled():
+    app = create_app(config_overrides=dict(TINY, iterations=100_000), abandon_after=0.5)
+    with TestClient(app, base_url=LOCAL) as client:
+        job_id = client.post("/api/jobs", files=pair(), data={"preset": "fast"}).json()["id"]
+        runner = client.app.state.runner
+        deadline = time.monotonic() + 20
+        while runner.get(job_id, seen=False).state != "cancelled" and time.monotonic() < deadline:
+            time.sleep(0.1)  # nobody asks about the job: its page was closed
+        job = runner.get(job_id, seen=False)
+        assert job.state == "cancelled" and "page was closed" in job.error
+
+
+def test_waiting_time_is_estimated_from_the_last_job(slow_client):
+    runner = slow_client.app.state.runner
+    runner.history.append({"optimise": 10.0, "work": 4 * 32 ** 2, "rest": 2.0, "finishing": 1.0, "pixels": 600})
+    first = slow_client.post("/api/jobs", files=pair(), data={"preset": "fast"}).json()
+    wait_for(slow_client, first["id"], lambda j: j["phase"] == "optimising" and j["step"] >= 2)
+    second = slow_client.post("/api/jobs", files=pair(), data={"preset": "fast"}).json()
+    assert second["wait"] is not None and second["wait"] > 0  # the running job's rest plus nothing ahead
+    third = slow_client.post("/api/jobs", files=pair(), data={"preset": "fast"}).json()
+    assert third["ahead"] == 2 and third["wait"] > second["wait"]
+    for job in (third, second, first):
+        slow_client.post(f"/api/jobs/{job['id']}/cancel")
+
+
+def halves(height: int, width: int, labels=("concept-0", "concept-1")) -> Segmentation:
+    masks = torch.zeros(1, 2, height, width)
+    masks[:, 0, : height // 2], masks[:, 1, height // 2 :] = 1, 1
+    return Segmentation(masks, list(labels))
+
+
+@pytest.fixture
+def two_part_client(client, monkeypatch):
+    """Automatic runs find two parts, top and bottom half; runs with masks use them."""
+    real = jobs_module.transfer
+
+    def transfer(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if kwargs.get("content_mask") is None:
+            result.report["segments"] = ["concept-0", "concept-1"]
+            result.content_segments, result.style_segments = halves(20, 30), halves(24, 24)
+        return result
+
+    monkeypatch.setattr(jobs_module, "transfer", transfer)
+    return client
+
+
+def mask_colours(path: Path) -> set[tuple[int, int, int]]:
+    return {tuple(c) for c in np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).tolist()}
+
+
+def test_pairings_are_described_and_drawn(two_part_client):
+    client = two_part_client
+    top_blue = np.zeros((20, 30, 3), np.uint8)
+    top_blue[:10] = (60, 110, 200)
+    top_blue[10:] = (40, 140, 50)
+    buffer = io.BytesIO()
+    Image.fromarray(top_blue).save(buffer, format="PNG")
+    files = {"content": ("a.png", buffer.getvalue(), "image/png"), "style": ("b.png", png(2, (24, 24)), "image/png")}
+    job = wait(client, client.post("/api/jobs", files=files, data={"preset": "fast"}).json()["id"])
+    assert job["state"] == "done", job["error"]
+    first, second = job["segments"]["pairings"]
+    assert first["content"]["phrase"] == "top (sky-like, blue)" and second["content"]["phrase"] == "bottom (green)"
+    assert first["content"]["coverage"] == 0.5 and first["colour"] != second["colour"]
+    assert job["segments"]["editable"]
+    for entry in (first, second):
+        for url in entry["thumbs"].values():
+            assert client.get(url).headers["content-type"] == "image/jpeg"
+    overlay = np.asarray(Image.open(io.BytesIO(client.get(job["segments"]["overlays"]["content"]).content)))
+    assert overlay.shape[:2] == (20, 30)
+    assert "concept" not in json_text(job["segments"]["pairings"], "phrase")
+
+
+def json_text(entries: list, key: str) -> str:
+    return " ".join(str(e[side][key]) for e in entries for side in ("content", "style"))
+
+
+def test_rerun_with_a_dropped_or_merged_pairing(two_part_client):
+    client = two_part_client
+    job = wait(client, client.post("/api/jobs", files=pair(), data={"preset": "fast"}).json()["id"])
+    assert job["state"] == "done", job["error"]
+    runner = client.app.state.runner
+
+    dropped = client.post(f"/api/jobs/{job['id']}/rerun", data={"groups": "[0, null]"})
+    assert dropped.status_code == 202, dropped.text
+    again = wait(client, dropped.json()["id"])
+    assert again["state"] == "done", again["error"]
+    assert (again["masks"], again["parent"]) == ("edited", job["id"])
+    folder = runner.get(again["id"]).folder
+    # Top: blue in both; bottom of the content: a colour the style mask lacks (the whole style photo's look).
+    assert mask_colours(folder / "content_mask.png") == {(0, 0, 255), (0, 255, 0)}
+    assert mask_colours(folder / "style_mask.png") == {(0, 0, 255), (40, 40, 40)}
+    assert again["report"]["segments"] == ["blue", "green"]
+    assert "green" in " ".join(again["report"]["segment_notes"])  # matched to the whole style photo
+
+    merged = wait(client, client.post(f"/api/jobs/{job['id']}/rerun", data={"groups": "[0, 0]"}).json()["id"])
+    assert merged["state"] == "done" and merged["report"]["segments"] == ["blue"]
+    for bad in ("[0]", "[0, 5]", "nonsense", '{"a": 1}'):
+        response = client.post(f"/api/jobs/{job['id']}/rerun", data={"groups": bad})
+        assert response.status_code == 400 and "pairings cannot be used" in response.json()["error"], bad
+    assert client.post(f"/api/jobs/{job['id']}/rerun", data={}).status_code == 400
+
+
+def dpst_mask(size: tuple[int, int], split: str = "lr") -> bytes:
+    width, height = size
+    mask = np.zeros((height, width, 3), np.uint8)
+    mask[..., 2] = 255  # blue
+    if split == "lr":
+        mask[:, width // 2 :] = (255, 0, 0)  # red
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_rerun_with_hand_masks(client):
+    job = wait(client, client.post("/api/jobs", files=pair(), data={"preset": "fast"}).json()["id"])
+    url = f"/api/jobs/{job['id']}/rerun"
+    masks = {"content_mask": ("sky.png", dpst_mask((30, 20)), "image/png"),
+             "style_mask": ("sky-style.png", dpst_mask((30, 20)), "image/png")}
+    response = client.post(url, files=masks)
+    assert response.status_code == 202, response.text
+    again = wait(client, response.json()["id"])
+    assert again["state"] == "done", again["error"]
+    assert again["masks"] == "hand" and again["report"]["segments"] == ["blue", "red"]
+    assert [p["content"]["where"] for p in again["segments"]["pairings"]] == ["left side", "right side"]
+
+    noise = ("noise.png", png(7), "image/png")
+    response = client.post(url, files={"content_mask": noise, "style_mask": masks["style_mask"]})
+    error = response.json()["error"]
+    assert response.status_code == 400 and "content mask noise.png" in error and "/tmp" not in error and "PIL" not in error
+    tall = ("tall.png", dpst_mask((10, 40)), "image/png")  # drawn on another photo
+    response = client.post(url, files={"content_mask": masks["content_mask"], "style_mask": tall})
+    assert response.status_code == 400 and "style mask tall.png" in response.json()["error"]
+    response = client.post(url, files={"content_mask": masks["content_mask"]})
+    assert response.status_code == 400 and "both masks" in response.json()["error"]
+    assert len(jobs_left(client)) == 2  # the refusals left nothing
+
+
+def test_preview_of_a_photo_the_browser_cannot_show(client):
+    deep = io.BytesIO()
+    Image.fromarray((random_rgb(20, 30, 3)[..., 0].astype(np.uint16) * 257)).save(deep, format="TIFF")
+    response = client.post("/api/preview", files={"photo": ("scan.tif", deep.getvalue(), "image/tiff")},
+                           data={"kind": "style"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    assert response.headers["x-photo-size"] == "30x20"
+    response = client.post("/api/preview", files={"photo": ("broken.jpg", b"\xff\xd8\xff\xe0 no jpeg", "image/jpeg")},
+                           data={"kind": "content"})
+    error = response.json()["error"]
+    assert response.status_code == 400 and "content photo broken.jpg" in error and "/tmp" not in error
+    assert jobs_left(client) == []
+
+
+def test_errors_are_in_plain_words(client):
+    for name, data in (("notes.txt", b"shopping list: eggs, milk"), ("empty.jpg", b"")):
+        response = client.post("/api/jobs", files=pair(data, name))
+        error = response.json()["error"]
+        assert response.status_code == 400 and f"content photo {name}" in error, error
+        assert "PIL" not in error and "/tmp" not in error and "Traceback" not in error
+
+
+def test_favicon_and_a_page_without_inline_code(client):
+    for url in ("/favicon.ico", "/static/favicon.svg"):
+        response = client.get(url)
+        assert response.status_code == 200 and response.headers["content-type"].startswith("image/svg+xml")
+    page = client.get("/").text
+    assert 'rel="icon"' in page
+    # The policy is "default-src 'self'": scripts and styles only from files, never inline.
+    assert "<style" not in page and " style=" not in page and " onclick" not in page.lower()
+    scripts = page.count("<script")
+    assert scripts == page.count('<script src="/static/')
+    for name in ("app.js", "lab.js", "style.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+
+
+def test_words_for_colours_and_places():
+    from photostyle.web import regions
+
+    assert regions.colour_words((0.2, 0.4, 0.8)) == "blue"
+    assert regions.colour_words((0.95, 0.95, 0.95)) == "white"
+    assert regions.colour_words((0.05, 0.05, 0.05)) == "black"
+    assert regions.colour_words((0.45, 0.27, 0.1)) == "brown"
+    assert regions.colour_words((0.2, 0.6, 0.2)) == "green"
+    assert regions.position_words(0.1, 0.5, 0.3) == "top"
+    assert regions.position_words(0.8, 0.1, 0.2) == "bottom left"
+    assert regions.position_words(0.5, 0.5, 0.2) == "centre"
+    assert regions.position_words(0.5, 0.9, 0.2) == "right side"
+    assert regions.position_words(0.5, 0.5, 0.9) == "most of the photo"

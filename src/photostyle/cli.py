@@ -16,102 +16,82 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from . import __version__
-from .errors import Interrupted, PhotostyleError
+from .errors import InputError, Interrupted, PhotostyleError
+from .settings import PRESETS, Setting, TransferConfig, from_preset, setting_of
 
 
 #: What ``photostyle weights --fetch`` knows; the registry's names are repeated here so ``--help`` needs no torch.
 FETCHABLE = ("vgg16-imagenet", "lpips-vgg-heads", "vgg19-imagenet", "wordnet", "ade20k")
 
 
-def _bounded(kind: type, minimum: float, inclusive: bool = True, maximum: float = math.inf):
-    """An argparse type: a finite ``kind`` (int or float) at least ``minimum`` (above it if not
-    ``inclusive``) and at most ``maximum``."""
+def _bounded(kind: type, minimum: float, maximum: float | None = None) -> Any:
+    """An argparse type for options that are not transfer settings (``--save-every``, ``--limit``, ...)."""
+    return _parser_of(Setting("", kind=kind, minimum=minimum, maximum=maximum))
 
-    what = f"{'an integer' if kind is int else 'a number'} {'>=' if inclusive else '>'} {minimum}"
-    what += f" and <= {maximum}" if maximum < math.inf else ""
 
-    def parse(text: str) -> int | float:
+def _parser_of(setting: Setting):
+    """An argparse type that reads a value of ``setting.kind`` and checks it against ``setting``."""
+
+    def parse(text: str) -> int | float | str:
         try:
-            value = kind(text)
+            value = setting.kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what} but received {text!r}") from None
-        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive) or value > maximum:
-            raise argparse.ArgumentTypeError(f"expected {what} but received {text}")
+            raise argparse.ArgumentTypeError(f"expected {setting.describe()} but received {text!r}") from None
+        try:
+            setting.check("value", value)
+        except InputError:
+            raise argparse.ArgumentTypeError(f"expected {setting.describe()} but received {text}") from None
         return value
 
+    parse.__name__ = setting.describe()  # argparse names the type in some messages
     return parse
 
 
+#: Settings whose default comes from ``--preset``.
+_PRESET_FIELDS = ("size", "iterations", "levels")
+
+
+def _add_settings(group: argparse._ArgumentGroup, names: Iterable[str] | None = None) -> None:
+    """One option per :class:`~photostyle.settings.TransferConfig` field that has flags (``names``: only these).
+
+    Choices, bounds, defaults and help come from the field's :class:`~photostyle.settings.Setting`; every
+    option defaults to ``None`` so that the preset's or the config's own default applies.
+    """
+    defaults = TransferConfig()
+    for f in fields(TransferConfig):
+        setting = setting_of(f)
+        if not setting.flags or (names is not None and f.name not in names):
+            continue
+        default = "from --preset" if f.name in _PRESET_FIELDS else getattr(defaults, f.name)
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": f"{setting.help} (default: {default})"}
+        if setting.choices:
+            kwargs["choices"] = setting.choices
+        elif setting.kind is not str:
+            kwargs["type"] = _parser_of(setting)
+            kwargs["metavar"] = "N"
+        group.add_argument(*setting.flags, **kwargs)
+
+
 def _add_transfer_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by every command that runs a transfer (transfer, bench, batch)."""
-    from .pipeline import TransferConfig
-
-    from .presets import PRESETS
-
-    d = TransferConfig()
+    """Options shared by every command that runs a transfer (transfer, bench, batch), from the settings."""
     g = p.add_argument_group("transfer settings")
     g.add_argument("--preset", choices=list(PRESETS), default="balanced",
                    help="speed/quality: sets --size, --iterations and --levels unless given (default %(default)s)")
-    g.add_argument("--size", type=_bounded(int, 32), default=None,
-                   help="working resolution, long side in px, never above the content photo's (default: from --preset)")
-    g.add_argument("--output-size", type=_bounded(int, 16), default=None,
-                   help="output long side in px, never above the content photo's (default: the content's own size)")
-    g.add_argument("--iterations", type=_bounded(int, 0), default=None, help="optimisation steps per level (default: from --preset)")
-    g.add_argument("--levels", type=_bounded(int, 1, maximum=6), default=None,
-                   help="coarse-to-fine levels in 1..6, each half the size of the next (default: from --preset)")
-    g.add_argument("--optimizer", choices=["adam", "lbfgs"], default=d.optimizer, help="Adam is the paper's")
-    g.add_argument("--lr", type=_bounded(float, 0, inclusive=False, maximum=1), default=d.lr, help="Adam learning rate, pixel units in [0,1] (default %(default)s)")
-    g.add_argument("--init", choices=["distribution", "reinhard", "content", "noise", "style"], default=d.init,
-                   help="start point; distribution/reinhard = per-segment colour transfer (default %(default)s)")
-    g.add_argument("--content-weight", type=_bounded(float, 0), default=d.content_weight, help="default %(default)s")
-    g.add_argument("--style-weight", type=_bounded(float, 0), default=d.style_weight, help="default %(default)s")
-    g.add_argument("--photo-weight", type=_bounded(float, 0), default=d.photo_weight,
-                   help="Matting-Laplacian photorealism weight (default %(default)s)")
-    g.add_argument("--detail", type=_bounded(float, 0, maximum=1), default=d.detail,
-                   help="share in [0,1] of the texture the optimisation adds that is kept in the output; "
-                        "0 = a pure local affine recolouring of the content (most photorealistic) (default %(default)s)")
-    g.add_argument("--flat-threshold", type=_bounded(float, 0, maximum=1), default=d.flat_threshold,
-                   help="grey-level standard deviation in [0,1] below which a region counts as flat: there no painted "
-                        "texture is kept and the colour maps are fitted over wide windows, so skies and backdrops stay "
-                        "clean; 0 = treat every region as textured (default %(default)s)")
-    g.add_argument("--strength", type=_bounded(float, 0, maximum=1), default=d.strength,
-                   help="share in [0,1] of the change applied, in lightness and colour; 0 returns the content (default %(default)s)")
-    g.add_argument("--chroma", type=_bounded(float, 0, maximum=1), default=d.chroma,
-                   help="share in [0,1] of the colour (a*b*) change applied, on top of --strength; below 1 keeps some of "
-                        "the content's own colours, which keeps skin, foliage and sky believable (default %(default)s)")
-    g.add_argument("--quality-critic", dest="critic", choices=["auto", "nima", "brisque", "niqe", "none"], default=d.critic,
-                   help="aesthetic term: NIMA (needs weights), the offline BRISQUE/NIQE, auto = NIMA else NIQE (default %(default)s)")
-    g.add_argument("--critic-weight", "--nima-weight", dest="critic_weight", type=_bounded(float, 0), default=d.critic_weight,
-                   help="weight of the aesthetic term (default %(default)s)")
-    g.add_argument("--segmentation", choices=["auto", "masks", "none"], default=None,
-                   help="where segments come from: masks when --content-mask/--style-mask are given, else auto "
-                        "(ADE20K if its weights are present, else co-segmentation) or none (one global style)")
-    g.add_argument("--segmenter", default=d.segmenter, help="auto, ade20k or coseg (default %(default)s)")
-    g.add_argument("--similarity-metric", default=d.similarity_metric,
-                   choices=["path", "wup", "lin", "res", "jcn", "li", "wpath"], help="WordNet metric for grouping labels (default %(default)s)")
-    g.add_argument("--semantic-threshold", type=_bounded(float, 0), default=d.semantic_threshold,
-                   help="labels at least this similar are merged (default %(default)s)")
-    g.add_argument("--arch", choices=["vgg16", "vgg19"], default=d.arch, help="feature network (default %(default)s)")
-    g.add_argument("--weights", default=d.weights,
-                   help="'default' (registry), a path to a torchvision-layout state dict, or 'none' for random")
-    g.add_argument("--device", default=d.device, help="auto, cpu or cuda (default %(default)s)")
-    g.add_argument("--seed", type=_bounded(int, 0, maximum=2**32 - 1), default=d.seed,
-                   help="random seed in 0..2^32-1 (default %(default)s)")
+    _add_settings(g)
 
 
-def config_from_args(args: argparse.Namespace):
-    """Build a :class:`~photostyle.pipeline.TransferConfig` from parsed options."""
-    from .pipeline import TransferConfig
-    from .presets import preset_config
-
+def config_from_args(args: argparse.Namespace) -> TransferConfig:
+    """Build a :class:`~photostyle.settings.TransferConfig` from parsed options (``--weights none``: random)."""
     values = {f.name: getattr(args, f.name) for f in fields(TransferConfig) if getattr(args, f.name, None) is not None}
     if values.get("weights") == "none":
         values["weights"] = None
-    return preset_config(args.preset, **values)
+    return from_preset(getattr(args, "preset", "balanced"), **values)
 
 
 def _cmd_transfer(args: argparse.Namespace) -> int:
@@ -234,19 +214,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from .errors import InputError, OutputError
-    from .grouping import METRICS
+    from .errors import OutputError
     from .io import check_distinct, check_writable, load_image, write_atomically
     from .masks import save_colour_mask
     from .segmentation import available_segmenters
     from .segmentation.auto import choose_segmenter, save_overlay, segment_pair
 
-    if args.similarity_metric not in METRICS:
-        raise InputError(f"unknown --similarity-metric {args.similarity_metric!r}; choose one of {', '.join(METRICS)}")
+    config = config_from_args(args)
     if len(args.images) > 2:
         raise InputError(f"segment takes one photo or a content and a style photo but received {len(args.images)}")
-    if args.segmenter != "auto" and args.segmenter not in available_segmenters():
-        raise InputError(f"unknown segmenter {args.segmenter!r}; choose one of: auto, {', '.join(available_segmenters())}")
+    if config.segmenter != "auto" and config.segmenter not in available_segmenters():
+        raise InputError(f"unknown segmenter {config.segmenter!r}; choose one of: auto, {', '.join(available_segmenters())}")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise OutputError(f"-o {out} is a file; segment writes several files, give a folder")
@@ -265,11 +243,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         raise err if isinstance(err, OutputError) else OutputError(
             f"cannot create the folder {out} ({err.strerror}); choose another -o") from err
     if len(images) == 1:
-        backend, notes = choose_segmenter(args.segmenter)
+        backend, notes = choose_segmenter(config.segmenter)
         segs, name, grouping = [backend.segment(images[0])], backend.name, None
     else:
-        outcome = segment_pair(images[0], images[1], segmenter=args.segmenter, metric=args.similarity_metric,
-                               threshold=args.semantic_threshold, min_fraction=args.min_fraction)
+        outcome = segment_pair(images[0], images[1], segmenter=config.segmenter, metric=config.similarity_metric,
+                               threshold=config.semantic_threshold, min_fraction=config.min_segment)
         segs, notes = [outcome.content, outcome.style], outcome.notes
         name, grouping = outcome.segmenter, outcome.grouping
     summary = {"segmenter": name, "images": {role: {"path": str(path), "labels": seg.labels,
@@ -396,11 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment one photo, or a content and style pair, and show the segments")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="one photo, or a content and a style photo")
     p.add_argument("-o", "--output", required=True, help="folder for *_mask.png, *_overlay.png and grouping.json")
-    p.add_argument("--segmenter", default="auto", help="auto (ADE20K if available locally, else coseg), ade20k or coseg")
-    p.add_argument("--similarity-metric", default="li", help="WordNet metric for grouping labels (default %(default)s)")
-    p.add_argument("--semantic-threshold", type=_bounded(float, 0), default=0.8, help="merge labels this similar (default %(default)s)")
-    p.add_argument("--min-fraction", type=_bounded(float, 0, maximum=0.5), default=0.01,
-                   help="merge segments smaller than this share in [0,0.5] of the photo (default %(default)s)")
+    _add_settings(p.add_argument_group("segmentation settings"),
+                  ("segmenter", "similarity_metric", "semantic_threshold", "min_segment"))
     p.add_argument("--overwrite", action="store_true", help="replace existing files in the folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
     p.set_defaults(func=_cmd_segment)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -31,6 +31,7 @@ from .errors import DeviceError, InputError, MaskError, WeightsError
 from .features import DEFAULT_LAYERS, VGGEncoder, load_encoder
 from .losses import ContentLoss, PhotorealismLoss, SegmentStyleLoss
 from .masks import Segmentation, load_mask_pair
+from .settings import TransferConfig
 from .segmentation.auto import SEGMENT_SIDE, segment_pair, segment_shape
 from .optimise import Callback, optimise
 from .state import StateFile, fingerprint
@@ -38,7 +39,6 @@ from .upsample import local_affine_upsample
 
 log = logging.getLogger(__name__)
 
-STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 MIN_SIDE = 16
 """Shortest side in px a photo needs, in its file and at working size: conv5_1 sees 16 px as one."""
 _OOM_PHRASES = ("out of memory", "not enough memory", "can't allocate memory")
@@ -55,46 +55,6 @@ the Matting Laplacian, Adam's state (2.6 to 2.9 KB measured at 320 to 960 px).""
 SEGMENT_BYTES_PER_PIXEL = 200
 """Per pixel segmented (at most :data:`~photostyle.segmentation.auto.SEGMENT_SIDE` on the long side):
 co-segmentation's upsampled activations, guided filter and colour model (165 B measured)."""
-
-
-@dataclass
-class TransferConfig:
-    """Every setting of a transfer. The defaults are the ones the benchmark reports.
-
-    Sizes are long sides in pixels. Weights multiply size-independent terms
-    (relative feature and Gram errors, Laplacian energy per pixel).
-    """
-
-    size: int = 320
-    output_size: int | None = None
-    iterations: int = 50
-    levels: int = 1
-    optimizer: Literal["adam", "lbfgs"] = "adam"
-    lr: float = 0.02
-    init: Literal["distribution", "reinhard", "content", "noise", "style"] = "distribution"
-    content_weight: float = 1.0
-    style_weight: float = 5.0
-    photo_weight: float = 100.0
-    content_layer: str = "conv4_2"
-    style_layers: tuple[str, ...] = STYLE_LAYERS
-    arch: Literal["vgg16", "vgg19"] = "vgg16"
-    weights: str | None = "default"
-    pooling: Literal["max", "avg"] = "max"
-    affine_radius: int = 2
-    affine_eps: float = 1e-4
-    detail: float = 0.75
-    flat_threshold: float = 0.03
-    strength: float = 1.0
-    chroma: float = 1.0
-    critic: str = "none"
-    critic_weight: float = 0.05
-    segmentation: Literal["auto", "masks", "none"] = "auto"
-    segmenter: str = "auto"
-    similarity_metric: str = "li"
-    semantic_threshold: float = 0.8
-    min_segment: float = 0.01
-    device: str = "auto"
-    seed: int = 0
 
 
 @dataclass

@@ -1,30 +1,45 @@
-"""The web page's server: upload two photos, pick a preset, watch the progress, compare, download.
+"""The web page's server: two photos in, a finished photo out, with the look adjustable afterwards.
 
-One worker thread runs the transfers one at a time from a queue (the feature network is
-loaded once per process by ``pipeline.get_encoder``); each job keeps its files in a folder of
-a temporary directory that is removed when the server stops, and only the newest
-``keep_jobs`` jobs are kept. Stopping the server cancels the running job through the
-optimiser's Ctrl-C path and waits for the worker, so the process exits cleanly.
+A photographer picks a content photo and a style photo, starts, watches honest progress (place
+in line, elapsed and remaining time, a preview of the photo as it would come out now), can cancel
+(closing the tab cancels too), and gets the result in view: before/after slider, side by side
+with the style photo, fit or 100%; strength and colour faded live in the page; the pairings of
+parts in words, which can be merged or dropped, or replaced by hand-made masks, and re-run; a
+download in the uploaded format at full resolution with the chosen strength and colour.
 
-Uploads are checked before a job is queued, and a refused request leaves no folder behind: a
-body larger than two photos is cut off while it streams (413, whatever Content-Length says,
-chunked or not), a photo over the size limit gives 413, an unreadable, too small or too large
-(in pixels) photo gives 400 with the :class:`InputError` text naming the user's file, never 500.
+Jobs run one at a time on one worker thread (:mod:`photostyle.web.jobs`). Uploads are checked
+before a job is queued, and a refused request leaves no folder behind: a body larger than two
+photos is cut off while it streams (413, whatever Content-Length says, chunked or not), a photo
+over the size limit gives 413, an unreadable, too small or too large (in pixels) photo gives 400
+with a message naming the user's file, never 500.
 
 :class:`Guard` sits in front of every request: the Host header must be one of the allowed names
 (400, so DNS rebinding fails), a request from another page's Origin gets 403, a server reachable
 from other machines wants its access token (``?token=``, then a cookie, or the
-``X-Photostyle-Token`` header; 403 without it), and every answer carries security headers.
+``X-Photostyle-Token`` header; 403 without it), and every answer carries security headers
+(the page's script and style live in ``static/``: the policy allows nothing inline).
 
 API (JSON unless said otherwise):
 
 - ``GET /api/config``: presets, bundled examples and limits.
+- ``POST /api/preview`` (multipart ``photo``, ``kind``): a JPEG preview of a photo the browser
+  cannot show itself (TIFF, 16-bit), or 400 saying in plain words why the photo cannot be used.
 - ``POST /api/jobs`` (multipart): ``content`` and ``style`` files, or ``content_example`` /
-  ``style_example`` names, ``preset`` and optionally ``strength`` (0 to 1). Answers 202 with the job.
-- ``GET /api/jobs/{id}``: state (queued, running, done, failed), step, total, loss terms,
-  error, segment labels with their colours, and the URLs of its images.
-- ``GET /api/jobs/{id}/files/{name}``: ``before.jpg`` (the content as read), ``preview.jpg``
-  (working image during the run), the result, and segment masks.
+  ``style_example`` names, ``preset``, and optionally ``strength`` and ``chroma`` (0 to 1, where the
+  page's look sliders start). Answers 202 with the job.
+- ``GET /api/jobs/{id}``: state (queued, running, done, failed, cancelled), phase, step and total,
+  place in line, elapsed / remaining / waiting seconds, the pairings of parts, the URLs of its images.
+  A job nobody asks about for ``abandon_after`` seconds is cancelled (its page was closed).
+- ``POST /api/jobs/{id}/cancel`` or ``DELETE /api/jobs/{id}``: a waiting job leaves the line, a
+  running one stops at its next optimiser step; its files are deleted. The page sends it with
+  ``navigator.sendBeacon`` when it is closed.
+- ``POST /api/jobs/{id}/rerun`` (multipart): the same photos again with ``groups`` (JSON: for each
+  pairing the pairing it now belongs to, or null to drop it) or hand-made DPST masks
+  ``content_mask`` and ``style_mask``; ``preset``. Answers 202 with the new job.
+- ``GET /api/jobs/{id}/download?strength=&chroma=``: the result faded toward the content by those
+  shares, full resolution, in the uploaded format (JPEG quality 95), with the content's profile,
+  EXIF (orientation applied) and alpha; ``view?...`` the same as an sRGB JPEG for the 100% view.
+- ``GET /api/jobs/{id}/files/{name}``: the job's pictures (before, style, result, preview, segments).
 """
 
 from __future__ import annotations
@@ -33,33 +48,32 @@ import json
 import logging
 import math
 import os
-import queue
 import re
 import secrets
 import shutil
 import socket
 import tempfile
-import threading
-from collections import OrderedDict
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 from starlette.datastructures import FormData, MutableHeaders, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import io
 from ..batch import IMAGE_SUFFIXES
-from ..errors import InputError, PhotostyleError
-from ..masks import Segmentation, save_colour_mask
-from ..pipeline import TransferConfig, TransferResult, check_photo_size, transfer
-from ..presets import PRESETS, preset_config
+from ..errors import InputError, MaskError, PhotostyleError
+from ..masks import DPST_COLOURS, load_mask_pair
+from ..pipeline import TransferConfig, check_photo_size
+from ..settings import PRESETS, from_preset
+from . import regions
+from .jobs import LIVE_PIXELS, Job, JobRunner, Reject, plain_words, shrink
 
 __all__ = ["LOCAL_HOSTS", "Guard", "access", "create_app", "examples_dir"]
 
@@ -67,7 +81,7 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
 _CHUNK = 1 << 20
-_PREVIEWS = 10  # working-image previews per run
+STYLE_SIDE = 2048  # long side of the style photo as the page shows it
 _FORM_MARGIN = 1 << 16  # multipart boundaries and small fields around the two photos
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -99,12 +113,7 @@ def _examples() -> dict[str, Path]:
     return {p.name: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
 
 
-class _Reject(Exception):
-    """A request refused with an HTTP status and a message for the page."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+_Reject = Reject
 
 
 def access(host: str, port: int, extra_hosts: Iterable[str] = ()) -> tuple[frozenset[str], str | None, str]:
@@ -210,187 +219,73 @@ class Guard:
         return limited
 
 
-def _strength(value: Any) -> dict[str, float]:
-    """The page's strength slider as a config override; none when the field is absent."""
+def _share(value: Any, name: str, default: float = 1.0) -> float:
+    """A strength or colour share from a form or query: a number from 0 to 1; ``default`` when absent."""
     if value is None or value == "":
-        return {}
+        return default
     try:
-        strength = float(value)
+        share = float(value)
     except (TypeError, ValueError):
-        strength = math.nan
-    if not 0.0 <= strength <= 1.0:
-        raise _Reject(400, f"strength must be a number from 0 to 1, not {str(value)[:20]!r}")
-    return {"strength": strength}
+        share = math.nan
+    if not 0.0 <= share <= 1.0:
+        raise _Reject(400, f"{name} must be a number from 0 to 1, not {str(value)[:20]!r}")
+    return round(share, 2)
 
 
-@dataclass
-class Job:
-    """One transfer requested from the page; its files live in ``folder``."""
-
-    id: str
-    folder: Path
-    config: TransferConfig
-    preset: str
-    names: dict[str, str]  # "content"/"style" -> the name the user knows (upload or example)
-    result_name: str
-    state: str = "queued"
-    step: int = 0
-    preview_step: int = 0
-    terms: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    report: dict[str, Any] | None = None
-    segments: dict[str, list[Any]] = field(default_factory=lambda: {"labels": [], "images": []})
-    files: set[str] = field(default_factory=lambda: {"before.jpg"})
-
-    def public(self) -> dict[str, Any]:
-        """The JSON the page polls."""
-        url = f"/api/jobs/{self.id}/files/"
-        return {
-            "id": self.id, "state": self.state, "preset": self.preset, "names": self.names,
-            "step": self.step, "total": self.config.iterations, "terms": self.terms, "error": self.error,
-            "segments": self.segments, "report": self.report,
-            "before": url + "before.jpg",
-            "preview": f"{url}preview.jpg?step={self.preview_step}" if self.preview_step else None,
-            "result": url + self.result_name if self.state == "done" else None,
-            "download_name": f"{Path(self.names['content']).stem}-{self.preset}{Path(self.result_name).suffix}",
-        }
+_FORMATS = {"JPEG": (".jpg", "JPEG"), "PNG": (".png", "PNG"), "TIFF": (".tif", "TIFF"), "WEBP": (".webp", "WebP"),
+            "BMP": (".bmp", "BMP")}
 
 
-class JobRunner:
-    """A queue of :class:`Job` served by one worker thread.
-
-    Args:
-        root: folder for the jobs' files.
-        keep_jobs: finished jobs kept (files and state); older ones are deleted.
-        max_queued: jobs waiting at most; :meth:`submit` refuses more.
-    """
-
-    def __init__(self, root: Path, keep_jobs: int = 16, max_queued: int = 8) -> None:
-        self.root = root
-        self.keep_jobs = keep_jobs
-        self.max_queued = max_queued
-        self.jobs: OrderedDict[str, Job] = OrderedDict()
-        self.lock = threading.Lock()
-        self.queue: queue.Queue[Job | None] = queue.Queue()
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._work, name="photostyle-web-worker", daemon=True)
-        self.thread.start()
-
-    def new_folder(self) -> tuple[str, Path]:
-        """A fresh job id and its empty folder."""
-        job_id = secrets.token_hex(8)
-        folder = self.root / job_id
-        folder.mkdir()
-        return job_id, folder
-
-    def submit(self, job: Job) -> None:
-        """Queue ``job``; 503 when ``max_queued`` jobs are waiting already."""
-        with self.lock:
-            if self.queue.qsize() >= self.max_queued:
-                raise _Reject(503, f"{self.queue.qsize()} jobs are waiting already; try again in a few minutes")
-            self.jobs[job.id] = job
-            self._forget_old()
-        self.queue.put(job)
-
-    def get(self, job_id: str) -> Job | None:
-        """The job with this id, if it is still kept."""
-        with self.lock:
-            return self.jobs.get(job_id)
-
-    def close(self) -> None:
-        """Stop: cancel the running job at its next optimiser step, drop the waiting ones, wait for the worker.
-
-        The worker must be gone before the interpreter exits: a thread still inside PyTorch then
-        aborts the process ("terminate called without an active exception").
-        """
-        self.stopping.set()
-        self.queue.put(None)
-        self.thread.join()
-
-    def _forget_old(self) -> None:
-        finished = [j for j in self.jobs.values() if j.state in ("done", "failed")]
-        for job in finished[: max(0, len(finished) - self.keep_jobs)]:
-            del self.jobs[job.id]
-            shutil.rmtree(job.folder, ignore_errors=True)
-
-    def _work(self) -> None:
-        while (job := self.queue.get()) is not None and not self.stopping.is_set():
-            job.state = "running"
-            try:
-                result = transfer(
-                    job.folder / "content", job.folder / "style", job.folder / job.result_name, job.config,
-                    overwrite=True, callback=lambda step, image, terms: self._progress(job, step, image, terms),
-                )
-                if result.report["interrupted"]:
-                    job.error, job.state = "the server was stopped before this job finished", "failed"
-                    continue
-                job.segments = self._save_segments(job, result)
-                job.report = json.loads(json.dumps(result.report, default=str))
-                job.files.add(job.result_name)
-                job.state = "done"
-            except PhotostyleError as err:
-                job.error, job.state = self._friendly(job, str(err)), "failed"
-            except Exception as err:  # the worker must outlive any bug; the page shows the message
-                log.exception("job %s failed", job.id)
-                job.error, job.state = f"internal error ({type(err).__name__}: {err}); see the server log", "failed"
-
-    def _progress(self, job: Job, step: int, image: Any, terms: dict[str, float]) -> None:
-        """Record a step; the optimiser takes the KeyboardInterrupt as Ctrl-C and returns the best so far."""
-        if self.stopping.is_set():
-            raise KeyboardInterrupt
-        job.step, job.terms = step, dict(terms)
-        if step % max(1, job.config.iterations // _PREVIEWS) == 0:
-            io.save_image(image.cpu(), job.folder / "preview.jpg", overwrite=True, quality=85)
-            job.files.add("preview.jpg")
-            job.preview_step = step
-
-    @staticmethod
-    def _save_segments(job: Job, result: TransferResult) -> dict[str, list[Any]]:
-        """The report's segment labels with their colours, and colour images of every segmentation it provides."""
-        legend: dict[str, tuple[int, int, int]] = {}
-        images = []
-        for key, seg in _segmentations(result):
-            name = f"segments-{key}.png"
-            legend.update(save_colour_mask(seg, job.folder / name, overwrite=True))
-            job.files.add(name)
-            images.append({"name": key, "url": f"/api/jobs/{job.id}/files/{name}"})
-        labels = [{"label": label, "colour": legend.get(label)} for label in result.report.get("segments", [])]
-        return {"labels": labels, "images": images}
-
-    @staticmethod
-    def _friendly(job: Job, message: str) -> str:
-        """The error text with the job's file paths replaced by the names the user gave."""
-        for kind, name in job.names.items():
-            message = message.replace(str(job.folder / kind), name)
-        return message
+def _output(path: Path, loaded: io.LoadedImage) -> dict[str, Any]:
+    """The format the download keeps: the uploaded one (PNG for formats photostyle does not write, and
+    for transparent JPEG/BMP, which cannot hold the alpha), with its depth and the content's size."""
+    try:
+        with Image.open(path) as im:
+            uploaded = im.format or ""
+    except (OSError, ValueError, SyntaxError):  # TIFFs only the full-depth reader opens
+        uploaded = "TIFF"
+    ext, name = _FORMATS.get(uploaded, (".png", "PNG"))
+    if loaded.alpha is not None and ext in (".jpg", ".bmp"):
+        ext, name = ".png", "PNG"
+    height, width = loaded.tensor.shape[-2:]
+    return {"format": name, "ext": ext, "uploaded": uploaded or "image",
+            "bit_depth": io.output_bit_depth(Path("result" + ext), loaded.bit_depth),
+            "quality": 95 if ext in (".jpg", ".webp") else None, "width": int(width), "height": int(height),
+            "alpha": loaded.alpha is not None, "icc": loaded.icc_profile is not None, "exif": loaded.exif is not None}
 
 
-def _segmentations(result: TransferResult) -> Iterator[tuple[str, Segmentation]]:
-    """The content's and the style's segments, when the transfer used any."""
-    for key in ("content_segments", "style_segments"):
-        seg = getattr(result, key)
-        if seg is not None:
-            yield key, seg
+def _display_name(kind: str, height: int, width: int) -> str:
+    """Copies the page shows: lossless PNG up to the size the page fades live, JPEG above."""
+    return f"{kind}.png" if height * width <= LIVE_PIXELS else f"{kind}.jpg"
+
+
+async def _store(upload: UploadFile, path: Path, limit: int, what: str) -> str:
+    """Stream ``upload`` into ``path`` (413 past ``limit`` bytes); return the name the user gave it."""
+    name, size = Path(upload.filename or what).name, 0
+    with open(path, "wb") as f:
+        while chunk := await upload.read(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise _Reject(413, f"the {what} {name} is larger than the limit of "
+                                   f"{limit / 2**20:.2g} MB; downscale or re-export it")
+            f.write(chunk)
+    return name
 
 
 async def _receive(form: FormData, kind: str, folder: Path, limit: int) -> str:
     """Store the ``kind`` photo (upload or example) as ``folder/kind``; return the name the user knows."""
     upload, example = form.get(kind), str(form.get(f"{kind}_example") or "")
     if isinstance(upload, UploadFile) and upload.filename:
-        name, size = Path(upload.filename).name, 0
-        with open(folder / kind, "wb") as f:
-            while chunk := await upload.read(_CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise _Reject(413, f"the {kind} photo {name} is larger than the limit of "
-                                       f"{limit / 2**20:.2g} MB; downscale or re-export it")
-                f.write(chunk)
-        return name
+        return await _store(upload, folder / kind, limit, f"{kind} photo")
     examples = _examples()
     if example in examples:
         shutil.copyfile(examples[example], folder / kind)
         return example
     raise _Reject(400, f"no {kind} photo; drop or pick one, or choose an example")
+
+
+def _friendly_input(err: PhotostyleError, paths: dict[Path, str]) -> _Reject:
+    return _Reject(400, plain_words(str(err), paths))
 
 
 def create_app(
@@ -401,6 +296,7 @@ def create_app(
     keep_jobs: int = 16,
     allowed_hosts: Collection[str] = LOCAL_HOSTS,
     token: str | None = None,
+    abandon_after: float | None = 180.0,
 ) -> FastAPI:
     """Build the web application (serve it with ``uvicorn``; ``photostyle serve`` does).
 
@@ -412,16 +308,18 @@ def create_app(
         keep_jobs: finished jobs whose files are kept.
         allowed_hosts: Host header names answered (see :func:`access`); others give 400.
         token: access token every request must carry (see :class:`Guard`); None on this machine only.
+        abandon_after: a job whose page has not asked about it for this many seconds is cancelled.
     """
     overrides = dict(config_overrides or {})
-    preset_config("fast", **overrides)  # a bad override fails here, not in the first job
+    from_preset("fast", **overrides)  # a bad override fails here, not in the first job
     limit = int(max_upload_mb * 2**20)
     state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         with tempfile.TemporaryDirectory(prefix="photostyle-web-") as tmp:
-            state["runner"] = app.state.runner = JobRunner(Path(tmp), keep_jobs=keep_jobs)
+            state["runner"] = app.state.runner = JobRunner(
+                Path(tmp), keep_jobs=keep_jobs, abandon_after=abandon_after, max_pixels=int(max_pixels))
             try:
                 yield
             finally:
@@ -431,6 +329,14 @@ def create_app(
     app.add_middleware(Guard, hosts={h.lower() for h in allowed_hosts}, token=token, max_body=2 * limit + _FORM_MARGIN)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    def config_for(preset: str, **more: Any) -> TransferConfig:
+        """The preset with the server's overrides; the optimisation always runs at full strength and
+        colour (the page fades the finished result)."""
+        try:
+            return from_preset(preset, **{**overrides, **more, "strength": 1.0, "chroma": 1.0})
+        except InputError as err:
+            raise _Reject(400, str(err)) from err
+
     @app.exception_handler(_Reject)
     async def reject(request: Request, err: _Reject) -> JSONResponse:
         return JSONResponse({"error": str(err)}, status_code=err.status)
@@ -439,12 +345,18 @@ def create_app(
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     @app.get("/api/config")
     async def config() -> dict[str, Any]:
-        presets = {name: {k: getattr(preset_config(name, **overrides), k) for k in ("size", "iterations")}
-                   for name in PRESETS}
+        presets = {}
+        for name in PRESETS:
+            c = from_preset(name, **overrides)
+            presets[name] = {"size": c.size, "iterations": c.iterations, "levels": c.levels}
         return {"presets": presets, "examples": list(_examples()), "max_upload_mb": max_upload_mb,
-                "max_pixels": max_pixels}
+                "max_pixels": max_pixels, "live_pixels": LIVE_PIXELS, "mask_colours": list(DPST_COLOURS)}
 
     @app.get("/api/examples/{name}")
     async def example(name: str) -> FileResponse:
@@ -453,42 +365,146 @@ def create_app(
             raise _Reject(404, f"no example named {name!r}; choose one of: {', '.join(examples) or 'none'}")
         return FileResponse(examples[name])
 
+    @app.post("/api/preview")
+    async def preview(request: Request) -> Response:
+        """A photo the browser cannot show: checked like an upload, answered with a JPEG preview."""
+        runner: JobRunner = state["runner"]
+        async with request.form(max_files=1, max_fields=4) as form:
+            kind = "style" if form.get("kind") == "style" else "content"
+            upload = form.get("photo")
+            if not isinstance(upload, UploadFile):
+                raise _Reject(400, f"no {kind} photo to preview")
+            _, folder = runner.new_folder()
+            try:
+                await _store(upload, folder / kind, limit, f"{kind} photo")
+                data = await run_in_threadpool(_preview_jpeg, folder, kind, int(max_pixels), config_for("fast"))
+            except PhotostyleError as err:
+                raise _friendly_input(err, {folder / kind: f"{kind} photo {Path(upload.filename or '').name}"}) from err
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+        return Response(data[0], media_type="image/jpeg",
+                        headers={"Cache-Control": "no-store", "X-Photo-Size": f"{data[1][1]}x{data[1][0]}"})
+
     @app.post("/api/jobs", status_code=202)
     async def submit(request: Request) -> dict[str, Any]:
         runner: JobRunner = state["runner"]
         async with request.form(max_files=2, max_fields=8) as form:  # Guard cuts an oversized body short
             preset = str(form.get("preset") or "balanced")
-            try:
-                config = preset_config(preset, **{**overrides, **_strength(form.get("strength"))})
-            except InputError as err:
-                raise _Reject(400, str(err)) from err
+            config = config_for(preset)
+            look = {"strength": _share(form.get("strength"), "strength"), "chroma": _share(form.get("chroma"), "chroma")}
             job_id, folder = runner.new_folder()
             try:  # whatever goes wrong from here, the job's folder goes
                 names = {kind: await _receive(form, kind, folder, limit) for kind in ("content", "style")}
-                content = await run_in_threadpool(_check_photos, folder, names, int(max_pixels), config)
-                result_name = "result.png" if content.alpha is not None else "result.jpg"
-                job = Job(job_id, folder, config, preset, names, result_name)
+                paths = {folder / kind: f"{kind} photo {name}" for kind, name in names.items()}
+                try:
+                    checked = await run_in_threadpool(_check_photos, folder, names, int(max_pixels), config)
+                except PhotostyleError as err:
+                    raise _friendly_input(err, paths) from err
+                job = Job(job_id, folder, config, preset, names, look=look, **checked)
+                job.files |= {job.display["before"], job.display["style"]}
                 runner.submit(job)
-            except BaseException as err:
+            except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
-                if isinstance(err, InputError):
-                    raise _Reject(400, str(err)) from err
                 raise
-        return job.public()
+        return runner.public(job)
 
     @app.get("/api/jobs/{job_id}")
     async def status(job_id: str) -> dict[str, Any]:
-        return _job(job_id).public()
+        return state["runner"].public(_job(job_id))
+
+    @app.post("/api/jobs/{job_id}/cancel")
+    async def cancel(job_id: str) -> dict[str, Any]:
+        runner: JobRunner = state["runner"]
+        job = runner.cancel(job_id)
+        if job is None:
+            raise _Reject(404, f"no job {job_id}; it finished long ago and was removed")
+        return runner.public(job)
+
+    @app.delete("/api/jobs/{job_id}")
+    async def delete(job_id: str) -> dict[str, Any]:
+        return await cancel(job_id)
+
+    @app.post("/api/jobs/{job_id}/rerun", status_code=202)
+    async def rerun(job_id: str, request: Request) -> dict[str, Any]:
+        runner: JobRunner = state["runner"]
+        old = _job(job_id)
+        if old.state != "done":
+            raise _Reject(409, "this photo is not finished yet; wait for it, or start it again")
+        async with request.form(max_files=2, max_fields=8) as form:
+            preset = str(form.get("preset") or old.preset)
+            config = config_for(preset, segmentation="masks")
+            look = {"strength": _share(form.get("strength"), "strength", old.look["strength"]),
+                    "chroma": _share(form.get("chroma"), "chroma", old.look["chroma"])}
+            uploads = [form.get(kind) for kind in ("content_mask", "style_mask")]
+            groups = form.get("groups")
+            job_id, folder = runner.new_folder()
+            names = {kind: old.names[kind] for kind in ("content", "style")}
+            try:
+                for kind in ("content", "style", old.display["before"], old.display["style"]):
+                    try:
+                        os.link(old.folder / kind, folder / kind)
+                    except OSError:
+                        shutil.copyfile(old.folder / kind, folder / kind)
+                if any(isinstance(u, UploadFile) and u.filename for u in uploads):
+                    if not all(isinstance(u, UploadFile) and u.filename for u in uploads):
+                        raise _Reject(400, "give both masks: one drawn on your photo and one on the style photo")
+                    for kind, upload in zip(("content_mask", "style_mask"), uploads):
+                        names[kind] = await _store(upload, folder / f"{kind}.png", limit, kind.replace("_", " "))
+                    masks = "hand"
+                    await run_in_threadpool(_check_masks, folder, names, old.sizes)
+                elif groups:
+                    masks = "edited"
+                    await run_in_threadpool(_edit_masks, old, folder, str(groups))
+                else:
+                    raise _Reject(400, "nothing to change: merge or drop a pairing, or give two masks")
+                job = Job(job_id, folder, config, preset, names, old.sizes, old.output, dict(old.display),
+                          look=look, masks=masks, parent=old.id)
+                job.files |= {job.display["before"], job.display["style"]}
+                runner.submit(job)
+            except PhotostyleError as err:
+                shutil.rmtree(folder, ignore_errors=True)
+                paths = {folder / f"{k}.png": f"{k.replace('_', ' ')} {names[k]}" for k in ("content_mask", "style_mask")
+                         if k in names}
+                raise _friendly_input(err, paths) from err
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+        return runner.public(job)
 
     @app.get("/api/jobs/{job_id}/files/{name}")
     async def file(job_id: str, name: str) -> FileResponse:
-        job = _job(job_id)
+        job = _job(job_id, seen=False)
         if name not in job.files:
             raise _Reject(404, f"job {job_id} has no file {name!r} (yet)")
         return FileResponse(job.folder / name, headers={"Cache-Control": "no-store"})
 
-    def _job(job_id: str) -> Job:
-        job = state["runner"].get(job_id)
+    async def rendered(job_id: str, request: Request, view: bool) -> FileResponse:
+        runner: JobRunner = state["runner"]
+        job = _job(job_id, seen=False)
+        if job.state != "done":
+            raise _Reject(409, "this photo is not finished yet")
+        strength = _share(request.query_params.get("strength"), "strength")
+        chroma = _share(request.query_params.get("chroma"), "chroma")
+        path = await run_in_threadpool(runner.render, job, strength, chroma, view=view)
+        out = job.output
+        quality = f" quality {out['quality']}" if out["quality"] else ""
+        look = (f"strength {round(strength * 100)} %, colour {round(chroma * 100)} %; {out['format']}{quality}, "
+                f"{out['bit_depth']}-bit, {out['width']}x{out['height']} px")
+        headers = {"Cache-Control": "no-store", "X-Photostyle-Look": look}
+        if view:
+            return FileResponse(path, media_type="image/jpeg", headers=headers)
+        return FileResponse(path, filename=runner.download_name(job, strength, chroma), headers=headers)
+
+    @app.get("/api/jobs/{job_id}/download")
+    async def download(job_id: str, request: Request) -> FileResponse:
+        return await rendered(job_id, request, view=False)
+
+    @app.get("/api/jobs/{job_id}/view")
+    async def view(job_id: str, request: Request) -> FileResponse:
+        return await rendered(job_id, request, view=True)
+
+    def _job(job_id: str, seen: bool = True) -> Job:
+        job = state["runner"].get(job_id, seen=seen)
         if job is None:
             raise _Reject(404, f"no job {job_id}; it finished long ago and was removed, run it again")
         return job
@@ -496,14 +512,60 @@ def create_app(
     return app
 
 
-def _check_photos(folder: Path, names: dict[str, str], max_pixels: int, config: TransferConfig) -> io.LoadedImage:
-    """Decode both photos and check their sizes (InputError naming the user's files); write ``before.jpg``."""
+def _check_photos(folder: Path, names: dict[str, str], max_pixels: int, config: TransferConfig) -> dict[str, Any]:
+    """Decode both photos and check their sizes; write the copies the page shows.
+
+    Returns the :class:`Job` fields ``sizes``, ``output`` and ``display``.
+
+    Raises:
+        PhotostyleError: a photo cannot be used (its message names the server path, replaced by the caller).
+    """
     loaded = {}
-    for kind, name in names.items():
-        try:
-            loaded[kind] = io.load_image(folder / kind, max_pixels=max_pixels)
-        except InputError as err:
-            raise InputError(str(err).replace(str(folder / kind), f"{kind} photo {name}")) from err
-        check_photo_size(f"{kind} photo {name}", *loaded[kind].tensor.shape[-2:], config)
-    io.save_image(loaded["content"].tensor, folder / "before.jpg", overwrite=True)
-    return loaded["content"]
+    for kind in names:
+        loaded[kind] = io.load_image(folder / kind, max_pixels=max_pixels)
+        check_photo_size(str(folder / kind), *loaded[kind].tensor.shape[-2:], config)
+    sizes = {kind: tuple(int(n) for n in image.tensor.shape[-2:]) for kind, image in loaded.items()}
+    display = {"before": _display_name("before", *sizes["content"]), "style": "style-view.jpg",
+               "after": _display_name("after", *sizes["content"])}
+    io.save_image(loaded["content"].tensor, folder / display["before"], overwrite=True, quality=95)
+    io.save_image(shrink(loaded["style"].tensor, STYLE_SIDE), folder / display["style"], overwrite=True, quality=92)
+    return {"sizes": sizes, "output": _output(folder / "content", loaded["content"]), "display": display}
+
+
+def _preview_jpeg(folder: Path, kind: str, max_pixels: int,
+                  config: TransferConfig) -> tuple[bytes, tuple[int, int]]:
+    """A JPEG of the photo at most 1024 px long, and its ``(height, width)``; checked as an upload is."""
+    loaded = io.load_image(folder / kind, max_pixels=max_pixels)
+    size = tuple(int(n) for n in loaded.tensor.shape[-2:])
+    check_photo_size(str(folder / kind), *size, config)
+    io.save_image(shrink(loaded.tensor, 1024), folder / "preview.jpg", quality=88)
+    return (folder / "preview.jpg").read_bytes(), size
+
+
+def _check_masks(folder: Path, names: dict[str, str], sizes: dict[str, tuple[int, int]]) -> None:
+    """Read both hand-made masks as the transfer will (any image format; kept under a .png name).
+
+    Raises:
+        PhotostyleError: a mask cannot be read or used (wrong shape, no DPST colour).
+    """
+    content, _, _ = load_mask_pair(folder / "content_mask.png", folder / "style_mask.png", sizes["content"],
+                                   sizes["style"])
+    if content is None or not content.labels:
+        raise MaskError(f"{folder / 'content_mask.png'}: none of its colours is a DPST mask colour")
+
+
+def _edit_masks(old: Job, folder: Path, groups_json: str) -> None:
+    """DPST masks of both photos from the old job's parts, with pairings merged or dropped."""
+    try:
+        groups = json.loads(groups_json)
+        if not isinstance(groups, list):
+            raise ValueError("expected a list")
+        count = len(old.segments.get("pairings", []))
+        if len(groups) != count:
+            raise ValueError(f"expected {count} pairings but received {len(groups)}")
+        regions.edited_masks(
+            regions.load_index(old.folder / "labels-content.png"), regions.load_index(old.folder / "labels-style.png"),
+            groups, old.sizes["content"], old.sizes["style"], folder / "content_mask.png", folder / "style_mask.png",
+        )
+    except (ValueError, TypeError, OSError) as err:
+        raise _Reject(400, f"these pairings cannot be used: {err}") from err

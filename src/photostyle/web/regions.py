@@ -28,7 +28,7 @@ from PIL import Image
 from ..masks import DPST_COLOURS, Segmentation
 
 __all__ = ["colour_words", "describe", "edited_masks", "highlight", "index_map", "load_index",
-           "overlay", "position_words", "save_index", "display_colour"]
+           "overlay", "position_words", "resize_index", "save_index", "display_colour"]
 
 NONE = 255  # label-map value of pixels in no segment
 _UNCOVERED = (40, 40, 40)  # DPST: no segment
@@ -106,7 +106,8 @@ def load_index(path: Path) -> torch.Tensor:
         return torch.from_numpy(np.array(im, dtype=np.uint8))
 
 
-def _resize_index(index: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def resize_index(index: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A label map resampled to ``(height, width)`` with nearest neighbour."""
     if tuple(index.shape) == (height, width):
         return index
     return F.interpolate(index[None, None].float(), size=(height, width), mode="nearest-exact")[0, 0].to(torch.uint8)
@@ -114,7 +115,7 @@ def _resize_index(index: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def describe(image: torch.Tensor, index: torch.Tensor, count: int) -> list[dict[str, Any]]:
     """Where each of ``count`` parts lies in ``image`` ``(1, 3, H, W)`` and its mean colour, from ``index`` ``(H, W)``."""
-    index = _resize_index(index, *image.shape[-2:])
+    index = resize_index(index, *image.shape[-2:])
     height, width = index.shape
     ys = (torch.arange(height, dtype=torch.float32) + 0.5) / height
     xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width
@@ -165,7 +166,7 @@ def pairings(labels: Sequence[str], content: list[dict[str, Any]], style: list[d
 
 def overlay(image: torch.Tensor, index: torch.Tensor, count: int) -> torch.Tensor:
     """``image`` ``(1, 3, H, W)`` tinted with each part's display colour (the photo still shows through)."""
-    index = _resize_index(index, *image.shape[-2:]).long()
+    index = resize_index(index, *image.shape[-2:]).long()
     palette = torch.tensor([display_colour(k) for k in range(count)] + [(0, 0, 0)], dtype=torch.float32) / 255
     index = torch.where(index == NONE, torch.full_like(index, count), index.clamp(max=count))
     colours = palette[index].permute(2, 0, 1).unsqueeze(0)
@@ -177,7 +178,7 @@ def overlay(image: torch.Tensor, index: torch.Tensor, count: int) -> torch.Tenso
 
 def highlight(image: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
     """``image`` with part ``k`` as it is, outlined in its colour, and everything else dimmed."""
-    index = _resize_index(index, *image.shape[-2:]).long()
+    index = resize_index(index, *image.shape[-2:]).long()
     inside = (index == k)[None, None]
     dimmed = 0.22 * image + 0.08
     out = torch.where(inside, image, dimmed)
@@ -225,5 +226,5 @@ def edited_masks(
                 lut[k] = [round(c * 255) for c in colour_of[g]]
             elif is_content:
                 lut[k] = [round(c * 255) for c in whole_style]
-        full = _resize_index(index, *size).cpu().numpy()
+        full = resize_index(index, *size).cpu().numpy()
         Image.fromarray(lut[full]).save(path, format="PNG")
