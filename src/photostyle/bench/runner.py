@@ -39,6 +39,7 @@ from .. import io
 from ..colour import segment_colour_transfer
 from ..errors import InputError, OutputError
 from ..lut import fit_error, fit_lut
+from ..weights import sha256_file
 from ..masks import Segmentation
 from ..masks import load_mask_pair
 from ..pipeline import TransferConfig, peak_rss_mb, resolve_device, stylise
@@ -195,10 +196,6 @@ def _run_photostyle(loaded: _LoadedPair, config: TransferConfig, masks: MaskMode
     }
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _score_cached(
     evaluator: Evaluator, image_path: Path, cache_path: Path, pair_digest: str, targets: Callable[[], PairTargets]
 ) -> tuple[dict[str, float], bool]:
@@ -207,7 +204,7 @@ def _score_cached(
     Returns:
         the scores, and whether they came from the cache.
     """
-    key = {"version": METRICS_VERSION, "evaluator": evaluator.description, "image_sha256": _sha256(image_path),
+    key = {"version": METRICS_VERSION, "evaluator": evaluator.description, "image_sha256": sha256_file(image_path),
            "pair_sha256": pair_digest}
     if cache_path.is_file():
         try:

@@ -74,10 +74,13 @@ def colour_words(rgb: Sequence[float]) -> str:
     return name
 
 
-def position_words(cy: float, cx: float, coverage: float, spread_x: float = 0.0) -> str:
-    """Where a part lies, from its centre (``cy``, ``cx`` in [0, 1]) and the share of the photo it covers."""
+def position_words(cy: float, cx: float, coverage: float, spread_x: float = 0.0, spread_y: float = 0.0) -> str:
+    """Where a part lies, from its centre (``cy``, ``cx`` in [0, 1]), the share of the photo it covers and
+    how far it spreads (standard deviations of its pixels' positions; 0.29 for a part spread evenly)."""
     if coverage > 0.7:
         return "most of the photo"
+    if spread_x > 0.22 and spread_y > 0.22:  # spread over the whole frame: its centre says little
+        return "much of the photo" if coverage > 0.45 else "all over"
     vertical = "top" if cy < 0.38 else "bottom" if cy > 0.62 else "middle"
     horizontal = "left" if cx < 0.38 else "right" if cx > 0.62 else ""
     if spread_x > 0.25:  # spread across the width: its side says little
@@ -124,16 +127,19 @@ def describe(image: torch.Tensor, index: torch.Tensor, count: int) -> list[dict[
         mask = index == k
         area = int(mask.sum())
         if area == 0:
-            parts.append({"coverage": 0.0, "where": "nowhere", "colour": "", "rgb": None})
+            parts.append({"coverage": 0.0, "where": "nowhere", "colour": "", "hint": "", "rgb": None})
             continue
         rows, cols = mask.nonzero(as_tuple=True)
         cy, cx = float(ys[rows].mean()), float(xs[cols].mean())
         spread_x = float(xs[cols].std()) if area > 1 else 0.0
+        spread_y = float(ys[rows].std()) if area > 1 else 0.0
         rgb = image[0][:, mask].mean(dim=1).tolist()
         coverage = area / (height * width)
+        where, colour = position_words(cy, cx, coverage, spread_x, spread_y), colour_words(rgb)
+        sky = where.startswith("top") and any(w in colour for w in ("blue", "teal", "white", "light grey"))
         parts.append({
-            "coverage": round(coverage, 4), "where": position_words(cy, cx, coverage, spread_x),
-            "colour": colour_words(rgb), "rgb": [round(c * 255) for c in rgb],
+            "coverage": round(coverage, 4), "where": where, "colour": colour, "hint": "sky-like" if sky else "",
+            "rgb": [round(c * 255) for c in rgb],
         })
     return parts
 
@@ -142,12 +148,9 @@ def _phrase(label: str, part: dict[str, Any]) -> str:
     """ "top (sky-like, blue)" for an unnamed part; "sky (top, blue)" for a named one."""
     if part["coverage"] == 0:
         return "nothing"
-    hints = [part["colour"]]
     if not _UNNAMED.fullmatch(label):
         return f"{label.replace('_', ' ')} ({part['where']}, {part['colour']})"
-    if part["where"].startswith("top") and any(w in part["colour"] for w in ("blue", "teal", "white", "light grey")):
-        hints.insert(0, "sky-like")
-    return f"{part['where']} ({', '.join(hints)})"
+    return f"{part['where']} ({', '.join(h for h in (part['hint'], part['colour']) if h)})"
 
 
 def pairings(labels: Sequence[str], content: list[dict[str, Any]], style: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -158,6 +161,7 @@ def pairings(labels: Sequence[str], content: list[dict[str, Any]], style: list[d
         whole = label == "all"
         result.append({
             "index": k, "label": label, "colour": display_colour(k),
+            "name": "" if _UNNAMED.fullmatch(label) else label.replace("_", " "),
             "content": {**c, "phrase": "the whole photo" if whole else _phrase(label, c)},
             "style": {**s, "phrase": "the whole photo" if whole else _phrase(label, s)},
         })

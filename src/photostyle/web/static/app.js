@@ -437,11 +437,12 @@ function showLookValues() {
   link.download = `${stem}${suffix}${out.ext}`;
   link.textContent = `Download ${out.format}`;
   const kept = [out.exif && "EXIF", out.icc && "colour profile", out.alpha && "transparency"].filter(Boolean);
+  const same = out.format.toUpperCase() === (out.uploaded || "").toUpperCase().replace("WEBP", "WEBP");
   $("#download-note").textContent =
-    `${out.bit_depth === 16 ? "16-bit " : ""}${out.format}${out.quality ? `, quality ${out.quality}` : ""}` +
-    `${out.format.toUpperCase() === (out.uploaded || "").toUpperCase() ? " as uploaded" : ` (uploaded as ${out.uploaded})`}` +
+    `${out.bit_depth === 16 ? "16-bit " : ""}${out.format}${out.quality ? ` quality ${out.quality}` : ""}` +
+    `${same ? " as uploaded" : ` (uploaded as ${out.uploaded})`}` +
     ` · ${out.width} × ${out.height} px, full size · strength ${percent(strength)}, colour ${percent(chroma)}` +
-    (kept.length ? ` · ${kept.join(", ")} kept` : "") + " · upright as your photo is shown";
+    (kept.length ? ` · ${kept.join(", ")} kept` : "") + (out.exif ? " · turned upright as shown here" : "");
   if (state.zoom === "full" && !state.live.full) refreshFullView();
 }
 
@@ -542,7 +543,9 @@ function showZoomNote() {
     const scale = (shown.getBoundingClientRect().width * devicePixelRatio) / live.W;
     $("#zoom-note").textContent = state.zoom === "full"
       ? "100 %: drag the photo to look around, drag the handle to compare"
-      : scale >= 0.995 ? "shown at its real size" : `shown at ${Math.round(scale * 100)} % of its size`;
+      : Math.abs(scale - 1) < 0.005 ? "shown at its real size"
+        : scale < 1 ? `shown at ${Math.round(scale * 100)} % of its size`
+          : `shown at its real size; your screen doubles its pixels (${Math.round(scale * 100)} %)`;
   });
 }
 addEventListener("resize", showZoomNote);
@@ -613,12 +616,19 @@ function pairingItem(p, all, editable) {
   }
   const words = document.createElement("p");
   words.className = "words";
-  const mine = document.createElement("strong");
-  mine.textContent = `Your photo, ${p.content.phrase}`;
-  const theirs = document.createElement("strong");
-  theirs.textContent = `the style photo, ${p.style.phrase}`;
-  words.append(mine, ` (${Math.round(p.content.coverage * 100)} %) took its look from `, theirs,
-    ` (${Math.round(p.style.coverage * 100)} %).`);
+  const side = (who, part) => {
+    const line = document.createElement("span");
+    line.className = "side-words";
+    const name = document.createElement("strong");
+    name.textContent = `${who}: `;
+    const bits = [p.name, p.label === "all" ? "the whole photo" : part.where, part.hint, part.colour].filter(Boolean);
+    line.append(name, `${bits.join(", ")} · ${Math.round(part.coverage * 100)} %`);
+    return line;
+  };
+  const link = document.createElement("span");
+  link.className = "took";
+  link.textContent = "took its look from";
+  words.append(side("Your photo", p.content), link, side("Style photo", p.style));
   const status = document.createElement("p");
   status.className = "edit-status";
   status.setAttribute("aria-live", "polite");
