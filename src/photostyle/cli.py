@@ -230,7 +230,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         raise OutputError(f"-o {out} is a file; segment writes several files, give a folder")
     roles = ["image"] if len(args.images) == 1 else ["content", "style"]
     files = [out / f"{role}_{kind}.png" for role in roles for kind in ("mask", "overlay")] + [out / "grouping.json"]
-    check_distinct({str(f): f for f in files}, args.images)
+    for f in files:
+        check_distinct({"the output": f}, args.images)
     images = [load_image(path).tensor for path in args.images]
     created = not out.exists()
     try:
