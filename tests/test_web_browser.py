@@ -180,10 +180,11 @@ def test_two_photos_to_a_downloaded_result(server, photos, browser, shots, tmp_p
     content, style = photos
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
-    page = browser(1440, 1000)
+    page = browser(1920, 1080)
     page.goto(server)
     page.wait_for_selector("#preset option[value=fast]", state="attached")
     assert page.get_attribute("#step-1", "aria-current") == "step"
+    no_sideways_scroll(page)
     assert page.is_hidden("#progress") and page.is_hidden("#result")  # nothing shows before anything starts
     page.screenshot(path=str(shots / "empty.png"), full_page=True)
 
@@ -274,6 +275,7 @@ def test_two_photos_to_a_downloaded_result(server, photos, browser, shots, tmp_p
     set_range(page, "#slider", 50)
     page.evaluate("() => scrollTo(0, document.querySelector('#result').offsetTop - 10)")
     page.screenshot(path=str(shots / "result.png"), full_page=True)
+    no_sideways_scroll(page)
     assert page.problems == []  # no 404 (favicon included), no script or policy error
 
 
@@ -289,6 +291,18 @@ def test_cancel_and_closing_the_tab_stop_the_job(slow_server, photos, browser, s
     assert status.startswith("Making it: step ") and "elapsed" in page.text_content("#times")
     assert page.is_enabled("#cancel")
     page.screenshot(path=str(shots / "running.png"), full_page=True)
+
+    # A second photo waits in line, told its place; cancelling it takes it out of the line.
+    other = browser(1280, 900)
+    other.goto(slow_server)
+    other.wait_for_selector("#preset option[value=fast]", state="attached")
+    choose_and_start(other, content, style)
+    other.wait_for_function("() => /Waiting in line: 1 photo ahead of yours/.test(document.querySelector('#status').textContent)")
+    assert "waiting" in other.text_content("#times")
+    waiting_id = other.evaluate("() => state.following")
+    other.click("#cancel")
+    other.wait_for_selector("#message:not([hidden])")
+    assert api(f"{slow_server}/api/jobs/{waiting_id}")["state"] == "cancelled"
 
     job_id = page.evaluate("() => state.following")
     page.click("#cancel")
@@ -398,6 +412,38 @@ def test_drop_a_pairing_and_run_again(photos, browser, monkeypatch):
         wait_for_result(page)
         assert "with your masks" in page.text_content("#result-summary")
         assert "Your photo: left side" in page.text_content("#pairings")
+        assert page.problems == []
+    finally:
+        stop()
+
+
+def test_a_photo_too_large_to_fade_live_at_full_size(photos, browser, monkeypatch):
+    """Above the live size the page fades a smaller copy; its 100 % view is rendered by the server at full size."""
+    from photostyle.web import app as app_module
+
+    monkeypatch.setattr(app_module, "LIVE_PIXELS", 40_000)  # the 480 x 320 test photo counts as large
+    url, stop = serve(dict(TINY, segmentation="none"))
+    try:
+        content, style = photos
+        width, height = Image.open(content).size
+        page = browser(1280, 900)
+        page.goto(url)
+        page.wait_for_selector("#preset option[value=fast]", state="attached")
+        choose_and_start(page, content, style)
+        wait_for_result(page)
+        assert page.evaluate("() => document.querySelector('#after-canvas').width") < width  # a smaller live copy
+        set_range(page, "#strength", 50)
+        page.click("[data-zoom=full]")
+        page.wait_for_function("() => { const i = document.querySelector('#after-full');"
+                               " return !i.hidden && i.complete && i.naturalWidth > 0 && /strength=0.50/.test(i.src); }")
+        assert page.is_hidden("#after-canvas")
+        assert page.evaluate("() => document.querySelector('#after-full').naturalWidth") == width
+        shown = page.evaluate("() => document.querySelector('#after-full').getBoundingClientRect().width")
+        assert abs(shown - width) < 1
+        set_range(page, "#chroma", 20)
+        page.wait_for_function("() => /chroma=0.20/.test(document.querySelector('#after-full').src)")
+        page.click("[data-zoom=fit]")
+        assert page.is_visible("#after-canvas") and page.is_hidden("#after-full")
         assert page.problems == []
     finally:
         stop()

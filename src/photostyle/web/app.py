@@ -232,8 +232,8 @@ def _share(value: Any, name: str, default: float = 1.0) -> float:
     return round(share, 2)
 
 
-_FORMATS = {"JPEG": (".jpg", "JPEG"), "PNG": (".png", "PNG"), "TIFF": (".tif", "TIFF"), "WEBP": (".webp", "WebP"),
-            "BMP": (".bmp", "BMP")}
+_FORMATS = {"JPEG": (".jpg", "JPEG"), "MPO": (".jpg", "JPEG"), "PNG": (".png", "PNG"), "TIFF": (".tif", "TIFF"),
+            "WEBP": (".webp", "WebP"), "BMP": (".bmp", "BMP")}  # MPO: a phone's JPEG with a second picture
 
 
 def _output(path: Path, loaded: io.LoadedImage) -> dict[str, Any]:
@@ -248,6 +248,7 @@ def _output(path: Path, loaded: io.LoadedImage) -> dict[str, Any]:
     if loaded.alpha is not None and ext in (".jpg", ".bmp"):
         ext, name = ".png", "PNG"
     height, width = loaded.tensor.shape[-2:]
+    uploaded = "JPEG" if uploaded == "MPO" else uploaded
     return {"format": name, "ext": ext, "uploaded": uploaded or "image",
             "bit_depth": io.output_bit_depth(Path("result" + ext), loaded.bit_depth),
             "quality": 95 if ext in (".jpg", ".webp") else None, "width": int(width), "height": int(height),

@@ -365,7 +365,6 @@ class JobRunner:
             job.finished = time.monotonic()
             if job.state == "failed":
                 job.phase = "failed"
-                job.cancel.set()
 
     def _progress(self, job: Job, step: int, image: torch.Tensor, terms: dict[str, float], guide: torch.Tensor) -> None:
         """Record a step; a KeyboardInterrupt raised here is the optimiser's Ctrl-C: it stops with the best so far."""

@@ -309,6 +309,12 @@ function showProgress(job) {
   }
   $("#status").textContent = status;
   $("#times").textContent = times;
+  // Screen readers hear each phase once, not every step.
+  const phase = job.phase === "optimising" ? "Making it" : status;
+  if ($("#announce").dataset.phase !== job.phase) {
+    $("#announce").dataset.phase = job.phase;
+    $("#announce").textContent = phase;
+  }
   if (job.phase === "optimising" || job.phase === "finishing" || job.phase === "done") {
     bar.max = total;
     bar.value = job.phase === "optimising" ? job.step : total;
@@ -543,9 +549,7 @@ function showZoomNote() {
     const scale = (shown.getBoundingClientRect().width * devicePixelRatio) / live.W;
     $("#zoom-note").textContent = state.zoom === "full"
       ? "100 %: drag the photo to look around, drag the handle to compare"
-      : Math.abs(scale - 1) < 0.005 ? "shown at its real size"
-        : scale < 1 ? `shown at ${Math.round(scale * 100)} % of its size`
-          : `shown at its real size; your screen doubles its pixels (${Math.round(scale * 100)} %)`;
+      : Math.abs(scale - 1) < 0.005 ? "shown at its real size" : `shown at ${Math.round(scale * 100)} %`;
   });
 }
 addEventListener("resize", showZoomNote);
