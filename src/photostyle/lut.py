@@ -229,7 +229,7 @@ def _resample(values: np.ndarray, size: int) -> np.ndarray:
 def _solve(system: sp.csr_matrix, rhs: np.ndarray, start: np.ndarray) -> np.ndarray:
     """Solve the symmetric positive definite ``system @ x = rhs`` per colour channel (Jacobi-preconditioned CG)."""
     inverse_diagonal = sp.diags(1.0 / system.diagonal())
-    columns = [spla.cg(system, rhs[:, c], x0=start[:, c], rtol=1e-7, maxiter=2000, M=inverse_diagonal)[0]
+    columns = [spla.cg(system, rhs[:, c], x0=start[:, c], rtol=1e-5, maxiter=1000, M=inverse_diagonal)[0]
                for c in range(3)]
     return np.stack(columns, axis=1)
 
