@@ -75,6 +75,21 @@ class TransferResult:
     content_segments: Segmentation | None = None
     style_segments: Segmentation | None = None
 
+    def to_pil(self) -> Any:
+        """The result as an 8-bit RGB ``PIL.Image.Image``."""
+        from PIL import Image
+
+        pixels = (self.image[0].detach().cpu().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        return Image.fromarray(pixels)
+
+    def save(self, path: str | Path, *, overwrite: bool = False, quality: int = 95) -> Path:
+        """Write the result (format from the suffix) atomically; see :func:`photostyle.io.save_image`."""
+        return io.save_image(self.image.cpu(), path, overwrite=overwrite, quality=quality)
+
+    def to_json(self) -> str:
+        """The report (settings, timings, losses, segments) as JSON, as ``--report`` writes it."""
+        return json.dumps(self.report, indent=2, default=str) + "\n"
+
 
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` picks CUDA when present; ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as asked.
@@ -569,7 +584,7 @@ def transfer(
             result.report["lut"] = _export_look(content.tensor, result.image, lut_path, lut_size, hald_path, own_files)
     result.report["peak_rss_mb"] = peak_rss_mb()
     if report_path is not None:
-        io.write_atomically(report_path, json.dumps(result.report, indent=2, default=str) + "\n")
+        io.write_atomically(report_path, result.to_json())
     return result
 
 
