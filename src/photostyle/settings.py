@@ -87,11 +87,12 @@ class Setting:
         if self.kind is tuple:
             return "a non-empty tuple of strings"
         what = "an integer" if self.kind is int else "a number"
-        low, high = self.minimum, self.maximum
+        low, high = (None if v is None else f"{int(v)}" if float(v).is_integer() else f"{v:g}"
+                     for v in (self.minimum, self.maximum))
         if low is not None and high is not None:
-            return f"{what} in {'(' if self.above else '['}{low:g}, {high:g}]"
+            return f"{what} in {'(' if self.above else '['}{low}, {high}]"
         if low is not None:
-            return f"{what} {'>' if self.above else '>='} {low:g}"
+            return f"{what} {'>' if self.above else '>='} {low}"
         return what
 
 
