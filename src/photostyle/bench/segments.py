@@ -21,12 +21,14 @@ Two further numbers per pair:
 
 * ``cross``: the fraction of the content photo's hand-labelled pixels that lie in automatic
   regions taking their look from a style region of *another* kind: the region's largest hand
-  label in the style photo is not its hand label ``h(k)`` in the content -- "sky from a cup";
+  label in the style photo is not its hand label ``h(k)`` in the content -- "sky from a cup"
+  (a region whose style mask is the whole style photo, a global transfer, is not counted);
 * ``seconds``: the wall time of the segmenter's ``segment_pair`` on the full-size photos.
 
 Command line (evaluation only; nothing is written)::
 
     python -m photostyle.bench.segments --pairs ../shared/benchmark/dpst [--ids 1 5] [--segmenter NAME]
+        [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -127,7 +130,10 @@ def segment_agreement(
     # cross-kind: automatic regions whose style region is mostly of another hand label than the
     # content region's own (ties, e.g. with a whole-photo style segment, count as right)
     wrong = 0.0
+    style_valid = max(float(hs.any(dim=0).sum()), 1.0)
     for k in range(k_auto):
+        if float(onehot_s[k].sum()) >= 0.9 * style_valid:  # the whole style photo: a global transfer
+            continue
         if float(overlap_s[k].sum()) > 0 and overlap_s[k, target[k]] < overlap_s[k].max():
             wrong += float(onehot_c[k].sum())
     total = max(float(hc.any(dim=0).sum()), 1.0)
@@ -202,15 +208,36 @@ def _table(results: Sequence[PairAgreement], worst: int = 5) -> str:
     return "\n".join(lines)
 
 
+def _setting(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+    for kind in (int, float):
+        try:
+            return key, kind(text)
+        except ValueError:
+            pass
+    return key, {"none": None, "true": True, "false": False}.get(text.lower(), text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m photostyle.bench.segments --pairs DIR [--ids ...] [--segmenter NAME]``: print the table."""
     parser = argparse.ArgumentParser(prog="python -m photostyle.bench.segments", description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", required=True, help="DPST-layout folder (input/, style/, segmentation/)")
     parser.add_argument("--ids", nargs="*", default=None, help="pair ids (default: all)")
     parser.add_argument("--segmenter", default="auto", help="'auto' or a registered segmenter name")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="segmenter settings, e.g. --set regions=12 layout=0.2 (numbers are parsed)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    results = evaluate_pairs(args.pairs, args.ids, args.segmenter, device=args.device)
+    segmenter: Any = args.segmenter
+    if args.set:
+        from photostyle.segmentation import get_segmenter
+
+        if segmenter == "auto":
+            parser.error("--set needs a named --segmenter")
+        segmenter = get_segmenter(segmenter, **dict(_setting(item) for item in args.set))
+    results = evaluate_pairs(args.pairs, args.ids, segmenter, device=args.device)
     print(_table(results))
     return 0
 

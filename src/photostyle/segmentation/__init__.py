@@ -9,7 +9,7 @@ heavy dependencies (transformers) are imported only when a backend is built.
 """
 
 from photostyle.masks import Segmentation
-from photostyle.segmentation import ade20k, coseg
+from photostyle.segmentation import ade20k, coseg, regmatch
 from photostyle.segmentation.base import (
     Segmenter,
     available_segmenters,
@@ -23,6 +23,7 @@ __all__ = [
     "Segmenter",
     "ade20k",
     "coseg",
+    "regmatch",
     "available_segmenters",
     "check_image",
     "get_segmenter",
