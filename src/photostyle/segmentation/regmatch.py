@@ -20,9 +20,10 @@ evening sky joins a coffee cup. Here the two questions are kept apart:
    it looks (on the 45 DPST pairs' hand-made segments, the most similar style segment is the
    right one for 96% of the content area). Every style region gives its look to the content
    region most similar to it (cosine, minus ``layout`` times the difference of their mean
-   heights: sky stays above ground). A content region that no style region chose takes its most
-   similar style region when the similarity reaches ``min_similarity``, else the **whole style
-   photo** (a global transfer: better than the look of another kind of thing).
+   heights: sky stays above ground) when that score reaches ``min_similarity``. A content region
+   that no style region chose takes its most similar style region when the score reaches
+   ``min_similarity``, else the **whole style photo** (a global transfer: better than the look
+   of another kind of thing, e.g. an evening sky given the look of a coffee cup).
 3. **Labels.** Content regions with the same style partner(s) share a label
    (``"region-0"``, ``"region-1"``, ... by decreasing content area); each unmatched content
    region has its own label whose style mask is the whole style photo. So the style masks may overlap
@@ -297,8 +298,8 @@ def pair_regions(
     content_desc: torch.Tensor,
     style_desc: torch.Tensor,
     *,
-    layout: float = 0.2,
-    min_similarity: float = 0.5,
+    layout: float = 0.0,
+    min_similarity: float = 0.3,
     temperature: float = 0.05,
     max_labels: int = 8,
     prefix: str = "region",
@@ -311,8 +312,9 @@ def pair_regions(
         content_desc: ``(Kc, C)`` unit-length descriptors (:func:`region_descriptors`).
         style_desc: ``(Ks, C)``.
         layout: weight of the height difference subtracted from the cosine similarity.
-        min_similarity: a content region no style region chose takes its most similar style
-            region only from this similarity on; below it, the whole style photo.
+        min_similarity: a style region gives its look to its most similar content region only
+            from this score on (else to none), and a content region that no style region chose
+            takes its most similar style region only from this score on (else the whole style photo).
         temperature: of the softmax that turns similarities into confidences.
         max_labels: at most this many labels: the most alike labels (content and style
             descriptors both) are merged until so.
@@ -328,6 +330,8 @@ def pair_regions(
     sim = content_desc @ style_desc.T  # (Kc, Ks)
     score = sim - layout * (_heights(content_masks)[:, None] - _heights(style_masks)[None]).abs()
     owner = score.argmax(dim=0)  # style region -> content region
+    # a style region like no content region gives its look to none (no sky from a cup)
+    owner[score.max(dim=0).values < min_similarity] = -1
     prob = torch.softmax(score / temperature, dim=0)  # (Kc, Ks): which content region a style region belongs to
     # each content region's style partners
     groups: list[tuple[list[int], list[int], str]] = []  # (content regions, style regions, source)
@@ -444,8 +448,8 @@ class RegionMatchSegmenter(Segmenter):
         size: int = 352,
         colour: float = 1.0,
         position: float = 1.0,
-        layout: float = 0.2,
-        min_similarity: float = 0.5,
+        layout: float = 0.0,
+        min_similarity: float = 0.3,
         max_labels: int = 8,
         semantic_norm: float = 3.0,
         radius: float = 0.02,

@@ -1,0 +1,119 @@
+"""Agreement of automatic segments with hand masks (``python -m photostyle.bench.segments``)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from photostyle.bench.segments import evaluate_pairs, main, segment_agreement
+from photostyle.io import save_image
+from photostyle.masks import Segmentation
+from photostyle.segmentation import base
+from photostyle.segmentation.base import Segmenter
+
+H, W = 8, 12
+
+
+def _mask(rows: slice = slice(None), cols: slice = slice(None)) -> torch.Tensor:
+    m = torch.zeros(H, W)
+    m[rows, cols] = 1
+    return m
+
+
+LEFT, RIGHT = _mask(cols=slice(0, W // 2)), _mask(cols=slice(W // 2, W))
+TOP, BOTTOM = _mask(rows=slice(0, H // 2)), _mask(rows=slice(H // 2, H))
+# hand masks: the content's "black" is its left half and the style's "black" its top half
+HAND_C = Segmentation(torch.stack([LEFT, RIGHT])[None], ["black", "white"])
+HAND_S = Segmentation(torch.stack([TOP, BOTTOM])[None], ["black", "white"])
+
+
+def _seg(*masks: torch.Tensor) -> Segmentation:
+    return Segmentation(torch.stack(masks)[None], [f"r{k}" for k in range(len(masks))])
+
+
+def test_right_pairing_scores_one():
+    r = segment_agreement(_seg(LEFT, RIGHT), _seg(TOP, BOTTOM), HAND_C, HAND_S)
+    assert r.content_iou == pytest.approx(1.0) and r.style_iou == pytest.approx(1.0) and r.cross == 0.0
+    assert r.mapping == {"r0": "black", "r1": "white"} and r.regions == 2
+
+
+def test_swapped_pairing_scores_zero_in_the_style_and_counts_as_cross_kind():
+    r = segment_agreement(_seg(LEFT, RIGHT), _seg(BOTTOM, TOP), HAND_C, HAND_S)
+    assert r.content_iou == pytest.approx(1.0) and r.style_iou == pytest.approx(0.0) and r.cross == pytest.approx(1.0)
+
+
+def test_over_segmented_content_with_the_right_partners_loses_nothing():
+    quarter_a, quarter_b = LEFT * _mask(rows=slice(0, H // 2)), LEFT * _mask(rows=slice(H // 2, H))
+    r = segment_agreement(_seg(quarter_a, quarter_b, RIGHT), _seg(TOP, TOP, BOTTOM), HAND_C, HAND_S)
+    assert r.content_iou == pytest.approx(1.0) and r.style_iou == pytest.approx(1.0)
+
+
+def test_half_wrong_style_region_gives_a_partial_iou():
+    """Label 0 (content left = black) takes the style's top-left quarter and bottom-left quarter."""
+    left_style = _mask(cols=slice(0, W // 2))
+    r = segment_agreement(_seg(LEFT, RIGHT), _seg(left_style, 1 - left_style), HAND_C, HAND_S)
+    # black: predicted left half, truth top half: IoU 1/3; white likewise
+    assert r.style_iou == pytest.approx(1 / 3)
+    assert r.per_segment["black"] == (pytest.approx(1.0), pytest.approx(1 / 3))
+
+
+def test_whole_style_photo_is_a_global_transfer_not_another_kind():
+    r = segment_agreement(_seg(LEFT, RIGHT), _seg(torch.ones(H, W), BOTTOM), HAND_C, HAND_S)
+    assert r.cross == 0.0 and r.style_iou < 1.0
+
+
+def test_labels_must_agree():
+    with pytest.raises(ValueError, match="automatic labels differ"):
+        segment_agreement(_seg(LEFT, RIGHT), Segmentation(torch.stack([TOP, BOTTOM])[None], ["a", "b"]),
+                          HAND_C, HAND_S)
+
+
+class Halves(Segmenter):
+    """Content: left/right halves; style: top/bottom halves (the hand masks' pairing)."""
+
+    name = "test-halves"
+
+    def segment(self, image):  # pragma: no cover - segment_pair is overridden
+        raise AssertionError
+
+    def segment_pair(self, content, style):
+        def halves(image, vertical):
+            h, w = image.shape[-2:]
+            first = torch.zeros(h, w)
+            if vertical:
+                first[: h // 2] = 1
+            else:
+                first[:, : w // 2] = 1
+            return Segmentation(torch.stack([first, 1 - first])[None], ["a", "b"])
+
+        return halves(content, False), halves(style, True)
+
+
+@pytest.fixture
+def pairs_dir(tmp_path: Path) -> Path:
+    """A DPST-layout folder with one pair whose hand masks are the halves above (blue = left / top)."""
+    for sub in ("input", "style", "segmentation"):
+        (tmp_path / sub).mkdir()
+    save_image(torch.rand(1, 3, 16, 24), tmp_path / "input" / "in1.png")
+    save_image(torch.rand(1, 3, 20, 20), tmp_path / "style" / "tar1.png")
+    mask_c = torch.zeros(1, 3, 16, 24)
+    mask_c[0, 2, :, :12] = 1  # blue left, black right
+    mask_s = torch.zeros(1, 3, 20, 20)
+    mask_s[0, 2, :10] = 1  # blue top, black bottom
+    save_image(mask_c, tmp_path / "segmentation" / "in1.png")
+    save_image(mask_s, tmp_path / "segmentation" / "tar1.png")
+    return tmp_path
+
+
+def test_evaluate_pairs_runs_a_segmenter_on_a_folder(pairs_dir):
+    (r,) = evaluate_pairs(pairs_dir, segmenter=Halves())
+    assert r.id == "1" and r.content_iou == pytest.approx(1.0) and r.style_iou == pytest.approx(1.0)
+    assert r.seconds >= 0
+
+
+def test_command_line_prints_the_table_and_means(pairs_dir, capsys, monkeypatch):
+    monkeypatch.setattr(base, "_REGISTRY", {**base._REGISTRY, "test-halves": Halves})
+    assert main(["--pairs", str(pairs_dir), "--segmenter", "test-halves"]) == 0
+    out = capsys.readouterr().out
+    assert "content" in out and "style" in out and "mean" in out and "worst" in out
+    assert "1.000" in out
