@@ -138,3 +138,47 @@ def test_cli_segment_writes_masks_overlays_and_grouping(tmp_path, registry, wn):
     assert json.loads((tmp_path / "one" / "grouping.json").read_text())["images"]["image"]["labels"] == [
         "sky", "tree", "plant"]
     assert main(["segment", str(tmp_path / "a.png"), "-o", str(out), "--segmenter", "nope", "-q"]) == 2
+
+
+class FakePairing(Segmenter):
+    """Unlabelled: top half / bottom half of each photo, the style's halves swapped, with a pairing record."""
+
+    name = "fake-pairing"
+
+    def segment(self, image: torch.Tensor) -> Segmentation:  # pragma: no cover - segment_pair is used
+        raise AssertionError
+
+    def segment_pair(self, content, style):
+        def halves(image, flip):
+            h, w = image.shape[-2:]
+            top = (torch.arange(h) < h // 2).float().view(h, 1).expand(h, w)
+            masks = torch.stack([1 - top, top] if flip else [top, 1 - top])[None]
+            return Segmentation(masks, ["region-0", "region-1"])
+
+        class Record:
+            def to_dict(self):
+                return {"pairs": [{"label": "region-0", "source": "matched", "similarity": 0.9, "confidence": 0.97},
+                                  {"label": "region-1", "source": "global", "similarity": 0.2, "confidence": 0.0}]}
+
+        self.last_pairing = Record()
+        return halves(content, False), halves(style, True)
+
+
+def test_unlabelled_parts_are_named_in_words_and_the_pairing_is_reported(tmp_path, registry):
+    content = torch.zeros(1, 3, 40, 60)
+    content[0, 2, :20], content[0, 1, 20:] = 0.9, 0.6  # blue top, green bottom
+    style = content.flip(-2)
+    out = segment_pair(content, style, segmenter=FakePairing())
+    assert out.content.labels == out.style.labels == ["top blue", "bottom green"] and not out.named
+    top, bottom = out.pairing
+    assert top["label"] == "top blue" and top["confidence"] == 0.97 and top["style"]["where"] == "bottom"
+    assert bottom["source"] == "global" and "no confident partner" in bottom["text"]
+    # the command line's segment says the same, in grouping.json and on stderr
+    registry["fake-pairing"] = FakePairing
+    save_image(content, tmp_path / "a.png")
+    save_image(style, tmp_path / "b.png")
+    assert main(["segment", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "o"),
+                 "--segmenter", "fake-pairing", "--min-segment", "0"]) == 0
+    summary = json.loads((tmp_path / "o" / "grouping.json").read_text())
+    assert [p["label"] for p in summary["pairing"]] == ["top blue", "bottom green"]
+    assert summary["pairing"][0]["text"].startswith("top blue (50% of content) <- bottom blue of the style (50%)")

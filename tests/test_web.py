@@ -731,16 +731,3 @@ def test_favicon_and_a_page_without_inline_code(client):
         assert client.get(f"/static/{name}").status_code == 200
 
 
-def test_words_for_colours_and_places():
-    from photostyle.web import regions
-
-    assert regions.colour_words((0.2, 0.4, 0.8)) == "blue"
-    assert regions.colour_words((0.95, 0.95, 0.95)) == "white"
-    assert regions.colour_words((0.05, 0.05, 0.05)) == "black"
-    assert regions.colour_words((0.45, 0.27, 0.1)) == "brown"
-    assert regions.colour_words((0.2, 0.6, 0.2)) == "green"
-    assert regions.position_words(0.1, 0.5, 0.3) == "top"
-    assert regions.position_words(0.8, 0.1, 0.2) == "bottom left"
-    assert regions.position_words(0.5, 0.5, 0.2) == "centre"
-    assert regions.position_words(0.5, 0.9, 0.2) == "right side"
-    assert regions.position_words(0.5, 0.5, 0.9) == "most of the photo"

@@ -112,6 +112,8 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
     if not args.quiet:
         for note in report["segment_notes"]:
             print(f"photostyle: note: {note}", file=sys.stderr)
+        for part in report["segmentation"].get("pairing", []):
+            print(f"photostyle: part: {part['text']}", file=sys.stderr)
         if report.get("lut"):
             lut = report["lut"]
             written = " and ".join(p for p in (lut["cube"], lut["hald"]) if p)
@@ -219,6 +221,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from .masks import save_colour_mask
     from .segmentation import available_segmenters
     from .segmentation.auto import choose_segmenter, save_overlay, segment_pair
+    from .segmentation.names import name_segments
 
     config = config_from_args(args)
     if len(args.images) > 2:
@@ -243,22 +246,27 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             out.rmdir()
         raise err if isinstance(err, OutputError) else OutputError(
             f"cannot create the folder {out} ({err.strerror}); choose another -o") from err
+    pairing: list[dict] = []
     if len(images) == 1:
         backend, notes = choose_segmenter(config.segmenter)
         segs, name, grouping = [backend.segment(images[0])], backend.name, None
+        if not backend.labelled:
+            segs = name_segments(images[0], segs[0])
     else:
         outcome = segment_pair(images[0], images[1], segmenter=config.segmenter, metric=config.similarity_metric,
                                threshold=config.semantic_threshold, min_fraction=config.min_segment)
         segs, notes = [outcome.content, outcome.style], outcome.notes
-        name, grouping = outcome.segmenter, outcome.grouping
+        name, grouping, pairing = outcome.segmenter, outcome.grouping, outcome.pairing
     summary = {"segmenter": name, "images": {role: {"path": str(path), "labels": seg.labels,
                "coverage": [round(float(c), 4) for c in seg.coverage()]} for role, path, seg in zip(roles, args.images, segs)},
-               "grouping": grouping, "notes": notes}
+               "grouping": grouping, "pairing": pairing, "notes": notes}
     for role, image, seg in zip(roles, images, segs):
         save_colour_mask(seg, out / f"{role}_mask.png", overwrite=args.overwrite)
         save_overlay(image, seg, out / f"{role}_overlay.png", overwrite=args.overwrite)
     write_atomically(out / "grouping.json", json.dumps(summary, indent=2) + "\n")
     if not args.quiet:
+        for part in pairing:
+            print(f"photostyle: part: {part['text']}", file=sys.stderr)
         print(f"wrote masks, overlays and grouping.json to {out} ({name}: {', '.join(segs[0].labels)})", file=sys.stderr)
     return 0
 

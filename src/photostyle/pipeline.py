@@ -314,7 +314,8 @@ def stylise(
                 threshold=config.semantic_threshold, min_fraction=config.min_segment, max_side=segment_side,
             )
         content_seg, style_seg = outcome.content, outcome.style
-        segmentation = {"segmenter": outcome.segmenter, "grouping": outcome.grouping, "notes": outcome.notes}
+        segmentation = {"segmenter": outcome.segmenter, "grouping": outcome.grouping, "notes": outcome.notes,
+                        "pairing": outcome.pairing, "named": outcome.named}
     if content_seg is None or style_seg is None:
         content_seg = Segmentation(content.new_ones(1, 1, *segment_shape(*content.shape[-2:], segment_side)), ["all"])
         style_seg = Segmentation(style.new_ones(1, 1, *segment_shape(*style.shape[-2:], segment_side)), ["all"])

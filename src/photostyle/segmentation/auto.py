@@ -25,6 +25,7 @@ from photostyle.grouping import apply_grouping, group_labels, merge_small_segmen
 from photostyle.io import resize_long_side, save_image
 from photostyle.masks import Segmentation, _legend, load_mask_pair
 from photostyle.segmentation.base import Segmenter, check_image, get_segmenter
+from photostyle.segmentation.names import describe_pairing, name_segments
 
 __all__ = ["SEGMENT_SIDE", "Method", "SegmentationOutcome", "choose_segmenter", "save_overlay", "segment_pair",
            "segment_shape"]
@@ -49,6 +50,12 @@ class SegmentationOutcome:
         segmenter: ``"masks"``, ``"none"`` or the registry name of the backend used.
         grouping: :meth:`photostyle.grouping.GroupingResult.to_dict` for labelled backends, else ``None``.
         notes: one line per decision worth reporting (backend chosen, segments matched or dropped).
+        pairing: label by label, which part of the style photo gives which part of the content
+            photo its look, in words, with the segmenter's confidence where it has one
+            (:func:`~photostyle.segmentation.names.describe_pairing`); empty for ``"none"``.
+        named: ``True`` when the labels are names (ADE20K classes grouped by WordNet, or the
+            masks' colours); ``False`` when an unlabelled segmenter's parts were named after
+            where they lie and their colour (:func:`~photostyle.segmentation.names.name_segments`).
     """
 
     content: Segmentation | None
@@ -56,6 +63,8 @@ class SegmentationOutcome:
     segmenter: str
     grouping: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    pairing: list[dict[str, Any]] = field(default_factory=list)
+    named: bool = True
 
 
 def choose_segmenter(name: str | Segmenter = "auto") -> tuple[Segmenter, list[str]]:
@@ -142,12 +151,16 @@ def segment_pair(
         content_seg, style_seg, notes = load_mask_pair(
             content_mask, style_mask, tuple(content.shape[-2:]), tuple(style.shape[-2:])
         )
-        return SegmentationOutcome(content_seg.to(content.device), style_seg.to(style.device), "masks", notes=notes)
+        pairing = describe_pairing(content, style, content_seg, style_seg)
+        return SegmentationOutcome(content_seg.to(content.device), style_seg.to(style.device), "masks", notes=notes,
+                                   pairing=pairing)
     if method != "auto":
         raise ValueError(f"unknown segmentation method {method!r}; expected 'auto', 'masks' or 'none'")
 
     backend, notes = choose_segmenter(segmenter)
-    content_seg, style_seg = backend.segment_pair(_shrink(content, max_side), _shrink(style, max_side))
+    content, style = _shrink(content, max_side), _shrink(style, max_side)
+    content_seg, style_seg = backend.segment_pair(content, style)
+    records = {r["label"]: r for r in backend.last_pairing.to_dict()["pairs"]} if backend.last_pairing else {}
     grouping = None
     if backend.labelled:
         areas: dict[str, float] = {}
@@ -164,7 +177,11 @@ def segment_pair(
     merged = [label for label in before if label not in content_seg.labels]
     if merged:
         notes.append(f"segments under {min_fraction:.1%} of a photo merged into a neighbour: {', '.join(merged)}")
-    return SegmentationOutcome(content_seg, style_seg, backend.name, grouping, notes)
+    own = [records.get(label) for label in content_seg.labels]
+    if not backend.labelled:
+        content_seg, style_seg = name_segments(content, content_seg, style_seg)
+    pairing = describe_pairing(content, style, content_seg, style_seg, own)
+    return SegmentationOutcome(content_seg, style_seg, backend.name, grouping, notes, pairing, backend.labelled)
 
 
 def segment_shape(height: int, width: int, max_side: int | None = SEGMENT_SIDE) -> tuple[int, int]:

@@ -23,10 +23,14 @@ class Segmenter(ABC):
         name: the registry name, set by :func:`register_segmenter`.
         labelled: ``True`` if labels are semantic names (e.g. ADE20K's "sky"), so they can be
             grouped by WordNet similarity; ``False`` if they are placeholders ("segment-0").
+        last_pairing: for backends that pair regions of the two photos, the record of the latest
+            :meth:`segment_pair`: an object whose ``to_dict()["pairs"]`` holds one dict per label
+            with ``"label"``, ``"source"``, ``"similarity"`` and ``"confidence"``; else ``None``.
     """
 
     name: ClassVar[str] = ""
     labelled: ClassVar[bool] = False
+    last_pairing: Any = None
 
     @abstractmethod
     def segment(self, image: torch.Tensor) -> Segmentation:

@@ -452,7 +452,9 @@ class JobRunner:
                 name = f"pair-{k}-{kind}.jpg"
                 io.save_image(regions.highlight(thumb, thumb_index, k), job.folder / name, overwrite=True, quality=88)
                 job.files.add(name)
-        out["pairings"] = regions.pairings(labels, parts["content"], parts["style"])
+        segmentation = result.report.get("segmentation", {})
+        out["pairings"] = regions.pairings(labels, parts["content"], parts["style"], segmentation.get("pairing", []),
+                                           named=segmentation.get("named", True))
         for entry in out["pairings"]:
             k = entry["index"]
             entry["thumbs"] = {kind: job.url(f"pair-{k}-{kind}.jpg") for kind in ("content", "style")}

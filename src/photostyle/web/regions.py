@@ -2,9 +2,10 @@
 
 A transfer matches parts of the content photo to parts of the style photo (the report's
 ``content_segments`` and ``style_segments``: the same labels in the same order). Automatic
-segments are called ``concept-0``, ``concept-1`` ... and hand masks by their colour, which say
-nothing to a photographer, so each part is described by where it lies and what colour it is
-("top, sky-like, blue, 38 %"); a real label (an ADE20K class such as "sky") is kept in front.
+segments are named by where they lie and their colour (:mod:`photostyle.segmentation.names`) and
+hand masks by their colour, so each part of each photo is described the same way ("top,
+sky-like, blue, 38 %"); a real label (an ADE20K class such as "sky") is kept in front, and the
+segmenter's confidence in a pairing is shown where it has one.
 
 Each part is drawn in one display colour on both photos, and as a pair of small pictures with
 that part lit and the rest dimmed. The parts are kept as label maps (one byte per pixel), from
@@ -26,16 +27,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..masks import DPST_COLOURS, Segmentation
+from ..segmentation.names import describe_mask
 
-__all__ = ["colour_words", "describe", "edited_masks", "highlight", "index_map", "load_index",
-           "overlay", "position_words", "resize_index", "save_index", "display_colour"]
+__all__ = ["describe", "edited_masks", "highlight", "index_map", "load_index", "overlay", "resize_index",
+           "save_index", "display_colour"]
 
 NONE = 255  # label-map value of pixels in no segment
 _UNCOVERED = (40, 40, 40)  # DPST: no segment
 # Okabe-Ito, colour-blind safe, then a purple; more parts take golden-ratio hues.
 _PALETTE = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (240, 228, 66),
             (86, 180, 233), (213, 94, 0), (160, 160, 160), (120, 70, 170)]
-_UNNAMED = re.compile(r"(concept-\d+|all|" + "|".join(DPST_COLOURS) + r")")
+_UNNAMED = re.compile(r"(concept-\d+|region-\d+|all|" + "|".join(DPST_COLOURS) + r")")
 
 
 def display_colour(k: int) -> tuple[int, int, int]:
@@ -44,50 +46,6 @@ def display_colour(k: int) -> tuple[int, int, int]:
         return _PALETTE[k]
     r, g, b = colorsys.hsv_to_rgb((k * 0.618033988749895) % 1.0, 0.65, 0.9)
     return int(r * 255), int(g * 255), int(b * 255)
-
-
-def colour_words(rgb: Sequence[float]) -> str:
-    """A plain colour name for an sRGB colour in [0, 1]: "dark blue", "light grey", "orange" ..."""
-    r, g, b = (float(min(max(c, 0.0), 1.0)) for c in rgb)
-    hue, light, _ = colorsys.rgb_to_hls(r, g, b)
-    spread = max(r, g, b) - min(r, g, b)
-    if spread < 0.07 or (spread < 0.12 and (light < 0.15 or light > 0.85)):
-        if light < 0.13:
-            return "black"
-        if light > 0.9:
-            return "white"
-        return "dark grey" if light < 0.35 else "light grey" if light > 0.7 else "grey"
-    degrees = hue * 360
-    names = ((15, "red"), (40, "orange"), (68, "yellow"), (160, "green"), (195, "teal"),
-             (255, "blue"), (290, "purple"), (340, "pink"), (361, "red"))
-    name = next(n for limit, n in names if degrees < limit)
-    if name == "orange" and light < 0.4:
-        return "brown"
-    if name == "yellow" and light < 0.35:
-        return "olive"
-    if light < 0.25:
-        return f"dark {name}"
-    if light > 0.75:
-        return f"light {name}"
-    if spread < 0.2:
-        return f"greyish {name}"
-    return name
-
-
-def position_words(cy: float, cx: float, coverage: float, spread_x: float = 0.0, spread_y: float = 0.0) -> str:
-    """Where a part lies, from its centre (``cy``, ``cx`` in [0, 1]), the share of the photo it covers and
-    how far it spreads (standard deviations of its pixels' positions; 0.29 for a part spread evenly)."""
-    if coverage > 0.7:
-        return "most of the photo"
-    if spread_x > 0.22 and spread_y > 0.22:  # spread over the whole frame: its centre says little
-        return "much of the photo" if coverage > 0.45 else "all over"
-    vertical = "top" if cy < 0.38 else "bottom" if cy > 0.62 else "middle"
-    horizontal = "left" if cx < 0.38 else "right" if cx > 0.62 else ""
-    if spread_x > 0.25:  # spread across the width: its side says little
-        horizontal = ""
-    if vertical == "middle":
-        return f"{horizontal} side" if horizontal else "centre"
-    return f"{vertical} {horizontal}".strip()
 
 
 def index_map(seg: Segmentation, height: int, width: int) -> torch.Tensor:
@@ -119,52 +77,46 @@ def resize_index(index: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def describe(image: torch.Tensor, index: torch.Tensor, count: int) -> list[dict[str, Any]]:
     """Where each of ``count`` parts lies in ``image`` ``(1, 3, H, W)`` and its mean colour, from ``index`` ``(H, W)``."""
     index = resize_index(index, *image.shape[-2:])
-    height, width = index.shape
-    ys = (torch.arange(height, dtype=torch.float32) + 0.5) / height
-    xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width
-    parts = []
-    for k in range(count):
-        mask = index == k
-        area = int(mask.sum())
-        if area == 0:
-            parts.append({"coverage": 0.0, "where": "nowhere", "colour": "", "hint": "", "rgb": None})
-            continue
-        rows, cols = mask.nonzero(as_tuple=True)
-        cy, cx = float(ys[rows].mean()), float(xs[cols].mean())
-        spread_x = float(xs[cols].std()) if area > 1 else 0.0
-        spread_y = float(ys[rows].std()) if area > 1 else 0.0
-        rgb = image[0][:, mask].mean(dim=1).tolist()
-        coverage = area / (height * width)
-        where, colour = position_words(cy, cx, coverage, spread_x, spread_y), colour_words(rgb)
-        sky = where.startswith("top") and any(w in colour for w in ("blue", "teal", "white", "light grey"))
-        parts.append({
-            "coverage": round(coverage, 4), "where": where, "colour": colour, "hint": "sky-like" if sky else "",
-            "rgb": [round(c * 255) for c in rgb],
-        })
-    return parts
+    return [describe_mask(image, index == k) for k in range(count)]
 
 
-def _phrase(label: str, part: dict[str, Any]) -> str:
+def _phrase(name: str, part: dict[str, Any]) -> str:
     """ "top (sky-like, blue)" for an unnamed part; "sky (top, blue)" for a named one."""
     if part["coverage"] == 0:
         return "nothing"
-    if not _UNNAMED.fullmatch(label):
-        return f"{label.replace('_', ' ')} ({part['where']}, {part['colour']})"
+    if name:
+        return f"{name} ({part['where']}, {part['colour']})"
     return f"{part['where']} ({', '.join(h for h in (part['hint'], part['colour']) if h)})"
 
 
-def pairings(labels: Sequence[str], content: list[dict[str, Any]], style: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per label: its display colour and the words for its part of each photo."""
+def pairings(
+    labels: Sequence[str], content: list[dict[str, Any]], style: list[dict[str, Any]],
+    records: Sequence[dict[str, Any]] = (), *, named: bool = True,
+) -> list[dict[str, Any]]:
+    """One entry per label: its display colour, the words for its part of each photo and the segmenter's confidence.
+
+    Args:
+        labels: the shared labels.
+        content: :func:`describe` of the content photo's parts, one per label.
+        style: of the style photo's.
+        records: the report's ``segmentation.pairing`` (:func:`photostyle.segmentation.names.describe_pairing`),
+            whose ``source`` and ``confidence`` are carried over.
+        named: whether labels are names worth showing ("sky"); placeholders, DPST colours and labels
+            that are themselves position-and-colour words (``named=False``) are not shown.
+    """
     result = []
     for k, label in enumerate(labels):
         c, s = content[k], style[k]
         whole = label == "all"
-        result.append({
-            "index": k, "label": label, "colour": display_colour(k),
-            "name": "" if _UNNAMED.fullmatch(label) else label.replace("_", " "),
-            "content": {**c, "phrase": "the whole photo" if whole else _phrase(label, c)},
-            "style": {**s, "phrase": "the whole photo" if whole else _phrase(label, s)},
-        })
+        name = "" if not named or _UNNAMED.fullmatch(label) else label.replace("_", " ")
+        entry = {
+            "index": k, "label": label, "colour": display_colour(k), "name": name,
+            "content": {**c, "phrase": "the whole photo" if whole else _phrase(name, c)},
+            "style": {**s, "phrase": "the whole photo" if whole or s["coverage"] > 0.97 else _phrase(name, s)},
+        }
+        record = records[k] if k < len(records) else {}
+        entry.update({key: record[key] for key in ("source", "confidence") if key in record})
+        result.append(entry)
     return result
 
 

@@ -594,6 +594,13 @@ function showSegments(job) {
   showEdits();
 }
 
+function confidenceNote(text) {
+  const note = document.createElement("span");
+  note.className = "confidence";
+  note.textContent = text;
+  return note;
+}
+
 function pairingItem(p, all, editable) {
   const li = document.createElement("li");
   li.className = "pairing";
@@ -633,6 +640,12 @@ function pairingItem(p, all, editable) {
   link.className = "took";
   link.textContent = "took its look from";
   words.append(side("Your photo", p.content), link, side("Style photo", p.style));
+  if (p.source === "global") {
+    words.append(confidenceNote("no part of the style photo is like it, so it took the look of the whole style photo"));
+  } else if (typeof p.confidence === "number") {
+    words.append(confidenceNote(`match confidence ${Math.round(p.confidence * 100)} %` +
+      (p.confidence < 0.3 ? ": check this pairing" : "")));
+  }
   const status = document.createElement("p");
   status.className = "edit-status";
   status.setAttribute("aria-live", "polite");
