@@ -135,6 +135,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr)
 
+    if args.speed:
+        from .bench.speed import DEFAULT_MEGAPIXELS, parse_megapixels, run_speed
+
+        sizes = parse_megapixels(args.megapixels) if args.megapixels else DEFAULT_MEGAPIXELS
+        record = run_speed(args.out, config_from_args(args), sizes, progress=say)
+        failed = sum("error" in r for r in record["runs"])
+        say(f"wrote {Path(args.out) / 'speed.md'}, speed.json and speed.svg ({len(record['runs'])} runs, {failed} failed) "
+            f"on {record['machine']}")
+        return 1 if failed else 0
+    if not args.pairs:
+        raise InputError("bench needs --pairs DIR (or --speed, which needs no data)")
+
     report = run_benchmark(
         args.pairs, args.out, config_from_args(args),
         ids=[i.strip() for i in args.ids.split(",") if i.strip()] if args.ids else None,
@@ -330,9 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_transfer)
 
     p = sub.add_parser("bench", help="score photostyle, the paper's results and baselines on a folder of pairs")
-    p.add_argument("--pairs", required=True, help="folder in DPST layout: input/inN.png, style/tarN.png, "
-                   "segmentation/inN.png + tarN.png, final_results/bestN.png (optional)")
+    p.add_argument("--pairs", help="folder in DPST layout: input/inN.png, style/tarN.png, "
+                   "segmentation/inN.png + tarN.png, final_results/bestN.png (optional); not needed with --speed")
     p.add_argument("--out", required=True, help="output folder: report.json, report.md, photostyle/, sheets/, metrics/")
+    p.add_argument("--speed", action="store_true", help="instead: time each preset on synthetic photos of each "
+                   "--megapixels size, on --device; writes speed.json, speed.md and speed.svg")
+    p.add_argument("--megapixels", metavar="MP,MP,...", help="photo sizes of --speed (default 0.3,2,12,24,50)")
     p.add_argument("--ids", help="comma-separated pair ids, e.g. 1,5,9 (default: all)")
     p.add_argument("--limit", type=_bounded(int, 1), help="run at most N pairs")
     p.add_argument("--masks", choices=["hand", "auto", "none"], default="hand",

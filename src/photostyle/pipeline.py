@@ -380,6 +380,7 @@ def stylise(
     report = {
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
         "device": str(device),
+        "precision": str(compute_dtype(config.precision, device) or torch.float32).removeprefix("torch."),
         "network": encoder.description,
         "segments": list(content_seg.labels),
         "segmentation": segmentation,
@@ -416,15 +417,16 @@ def _objective(
     style_masks: torch.Tensor,
 ) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """The weighted sum of the paper's loss terms for one working size."""
+    features = functools.partial(encode, encoder, dtype=compute_dtype(config.precision, content.device))
     with torch.no_grad():
-        content_feats = encoder(content)
-        style_feats = encoder(style)
+        content_feats = features(content)
+        style_feats = features(style)
     content_loss = ContentLoss(content_feats[config.content_layer])
     style_loss = SegmentStyleLoss({n: style_feats[n] for n in config.style_layers}, style_masks, content_masks)
     photo_loss = PhotorealismLoss(content)
 
     def objective(image: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = encoder(image)
+        feats = features(image)
         terms = {
             "content": content_loss(feats[config.content_layer]),
             "style": style_loss(feats),
@@ -442,6 +444,34 @@ def _objective(
         return terms
 
     return objective
+
+
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the feature network for a ``precision`` setting, or ``None`` for plain fp32.
+
+    ``"auto"`` is bf16 on CUDA (tensor cores, half the activation memory) and fp32 elsewhere:
+    on CPU bf16 is slower than fp32 on most processors.
+
+    >>> compute_dtype("auto", torch.device("cpu")), compute_dtype("bf16", torch.device("cpu"))
+    (None, torch.bfloat16)
+    """
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    if precision in ("auto", "fp32"):
+        return None
+    raise ValueError(f"expected precision 'auto', 'fp32' or 'bf16' but received {precision!r}")
+
+
+def encode(encoder: VGGEncoder, image: torch.Tensor, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """``encoder(image)``, under autocast to ``dtype`` with channels-last memory when one is given.
+
+    The features come back in fp32 whatever ``dtype``, so Gram matrices and losses are summed in fp32.
+    """
+    if dtype is None:
+        return encoder(image)
+    with torch.autocast(image.device.type, dtype=dtype):
+        feats = encoder(image.contiguous(memory_format=torch.channels_last))
+    return {name: f.float() for name, f in feats.items()}
 
 
 @functools.lru_cache(maxsize=4)

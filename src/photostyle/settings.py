@@ -163,6 +163,9 @@ class TransferConfig:
     min_segment: float = _setting(0.01, "segments smaller than this share of either photo join a neighbour",
                                   "--min-segment", "--min-fraction", minimum=0.0, maximum=0.5)
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N", "--device")
+    precision: str = _setting("auto", "arithmetic of the feature network: auto = bf16 autocast and channels-last "
+                              "memory on CUDA, fp32 elsewhere; losses are always summed in fp32", "--precision",
+                              choices=("auto", "fp32", "bf16"))
     seed: int = _setting(0, "random seed", "--seed", minimum=0, maximum=2**32 - 1)
 
     def __post_init__(self) -> None:

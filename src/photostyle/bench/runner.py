@@ -227,7 +227,7 @@ def _error(err: Exception) -> str:
 _MARKER = ".photostyle-bench"
 
 
-def _check_bench_folder(out: Path) -> Path:
+def check_bench_folder(out: Path) -> Path:
     """Check, before any work, that ``out`` may be the benchmark's output folder.
 
     The folder is the benchmark's own (its files are replaced on the next run): it must be new,
@@ -244,9 +244,11 @@ def _check_bench_folder(out: Path) -> Path:
     return out
 
 
-def _make_bench_folder(out: Path) -> None:
+def make_bench_folder(out: Path, subfolders: Sequence[str] = ("photostyle", "baseline", "sheets")) -> None:
+    """Create ``out`` with its ``subfolders`` and the marker file that lets a later run reuse it."""
     try:
-        for sub in ("photostyle", "baseline", "sheets"):
+        out.mkdir(parents=True, exist_ok=True)
+        for sub in subfolders:
             (out / sub).mkdir(parents=True, exist_ok=True)
         (out / _MARKER).touch()
     except OSError as err:
@@ -296,10 +298,10 @@ def run_benchmark(
     config = config or TransferConfig()
     if masks not in ("hand", "auto", "none"):
         raise InputError(f"masks must be hand, auto or none but received {masks!r}")
-    out = _check_bench_folder(Path(out_dir))
+    out = check_bench_folder(Path(out_dir))
     pairs = select_pairs(discover_pairs(pairs_dir), ids, limit)
     score_dirs = parse_scores([f"{k}={v}" for k, v in (scores or {}).items()])
-    _make_bench_folder(out)
+    make_bench_folder(out)
     evaluator = evaluator or Evaluator(eval_weights, eval_size=eval_size, device=resolve_device(config.device))
     methods = [*BUILTIN_METHODS, *score_dirs]
     say = progress or (lambda line: None)
