@@ -12,6 +12,7 @@ from photostyle.segmentation import base
 from photostyle.segmentation.auto import SegmentationOutcome, choose_segmenter, save_overlay, segment_pair
 from photostyle.segmentation.base import Segmenter
 from photostyle.segmentation.coseg import CoSegmenter
+from photostyle.segmentation.regmatch import RegionMatchSegmenter
 
 DPST = Path("/work/shared/benchmark/dpst")
 
@@ -73,11 +74,11 @@ def test_masks_of_a_benchmark_pair_are_matched_at_each_photo_size():
     assert set(out.content.labels) <= set(hand.labels)
 
 
-def test_auto_picks_coseg_when_ade20k_is_missing(registry):
+def test_auto_picks_regmatch_when_ade20k_is_missing(registry):
     registry["ade20k"] = MissingWeights
     backend, notes = choose_segmenter("auto")
-    assert isinstance(backend, CoSegmenter) and backend.name == "coseg"
-    assert "coseg" in notes[0]
+    assert isinstance(backend, RegionMatchSegmenter) and backend.name == "regmatch"
+    assert "regmatch" in notes[0]
 
 
 def test_auto_picks_ade20k_when_available(registry):

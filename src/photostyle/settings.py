@@ -152,10 +152,10 @@ class TransferConfig:
     critic_weight: float = _setting(0.05, "weight of the aesthetic term", "--critic-weight", "--nima-weight",
                                     minimum=0.0)
     segmentation: str = _setting("auto", "where segments come from: masks (--content-mask/--style-mask), auto "
-                                 "(ADE20K if its weights are present, else co-segmentation) or none (one global "
+                                 "(ADE20K if its weights are present, else region matching) or none (one global "
                                  "style)", "--segmentation", choices=("auto", "masks", "none"))
-    segmenter: str = _setting("auto", "automatic segmenter: auto (ADE20K if available locally, else co-segmentation), "
-                              "or a registered name (ade20k, coseg)", "--segmenter")
+    segmenter: str = _setting("auto", "automatic segmenter: auto (ADE20K if available locally, else region matching), "
+                              "or a registered name (ade20k, regmatch, coseg)", "--segmenter")
     similarity_metric: str = _setting("li", "WordNet metric for grouping labels", "--similarity-metric",
                                       choices=CHOICES["similarity_metric"])
     semantic_threshold: float = _setting(0.8, "labels at least this similar are merged", "--semantic-threshold",
