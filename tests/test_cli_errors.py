@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from photostyle import cli, pipeline
+from photostyle import cli, pipeline, runtime
 from photostyle.errors import DeviceError, InputError
 from photostyle.io import save_image
 
@@ -310,7 +310,7 @@ def test_other_runtime_errors_are_not_disguised(capsys, photos, monkeypatch):
 
 def test_gpu_out_of_memory_suggests_cpu():
     with pytest.raises(DeviceError, match=r"ran out of GPU memory at working size 1024 px; try --size 768 or --device cpu"):
-        with pipeline._memory_hint(torch.device("cuda"), 1024):
+        with runtime.memory_hint(torch.device("cuda"), 1024):
             raise torch.OutOfMemoryError("CUDA out of memory")
 
 

@@ -13,11 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from photostyle import cli, pipeline
+from photostyle import cli, pipeline, runtime
 from photostyle.errors import InputError
 from photostyle.io import load_image, save_image
 from photostyle.masks import Segmentation
-from photostyle.pipeline import TransferConfig, check_photo_size, estimate_peak_bytes, fit_sizes, stylise
+from photostyle.pipeline import TransferConfig, stylise
+from photostyle.runtime import check_photo_size, estimate_peak_bytes, fit_sizes
 from photostyle.segmentation.auto import segment_pair, segment_shape
 from photostyle.segmentation.base import Segmenter
 from photostyle.upsample import TILE_PIXELS, local_affine_upsample, tile_rows_for
@@ -69,7 +70,7 @@ def test_segment_shape_matches_resize_long_side():
 
 def test_stylise_segments_at_the_segment_side(monkeypatch):
     recording = Recording()
-    monkeypatch.setattr(pipeline, "SEGMENT_SIDE", 48)
+    monkeypatch.setattr(runtime, "SEGMENT_SIDE", 48)
     monkeypatch.setattr(pipeline, "segment_pair", _with_segmenter(pipeline.segment_pair, recording))
     config = TransferConfig(**{**TINY, "segmentation": "auto"})
     result = stylise(torch.rand(1, 3, 80, 100), torch.rand(1, 3, 60, 40), config=config)
@@ -78,7 +79,7 @@ def test_stylise_segments_at_the_segment_side(monkeypatch):
 
 
 def test_one_global_segment_is_not_full_size(monkeypatch):
-    monkeypatch.setattr(pipeline, "SEGMENT_SIDE", 48)
+    monkeypatch.setattr(runtime, "SEGMENT_SIDE", 48)
     result = stylise(torch.rand(1, 3, 80, 100), torch.rand(1, 3, 60, 40), config=TransferConfig(**TINY))
     assert result.content_segments.size == (38, 48) and result.style_segments.size == (48, 32)
 
@@ -158,7 +159,7 @@ def test_estimate_grows_with_the_photo_and_the_working_size():
 
 def test_absurd_working_size_is_refused_naming_a_size_that_fits(monkeypatch):
     budget = 2 * 2**30
-    monkeypatch.setattr(pipeline, "memory_budget", lambda device: budget)
+    monkeypatch.setattr(runtime, "memory_budget", lambda device: budget)
     with pytest.raises(InputError, match=r"big.png: at working size 6000 px the transfer needs about .* GB of memory "
                                          r"but 2.0 GB is free; use --size \d+ or less") as caught:
         check_photo_size("big.png", 4000, 6000, TransferConfig(size=100_000))
@@ -169,7 +170,7 @@ def test_absurd_working_size_is_refused_naming_a_size_that_fits(monkeypatch):
 
 def test_photo_too_large_for_any_working_size_is_refused_naming_megapixels(monkeypatch):
     budget = 2**30
-    monkeypatch.setattr(pipeline, "memory_budget", lambda device: budget)
+    monkeypatch.setattr(runtime, "memory_budget", lambda device: budget)
     with pytest.raises(InputError, match=r"huge.png: the photo is 8660x5773 \(50 megapixels\) and needs .* "
                                          r"downscale it to [\d.]+ megapixels or less") as caught:
         check_photo_size("huge.png", 5773, 8660, TransferConfig())
@@ -179,18 +180,18 @@ def test_photo_too_large_for_any_working_size_is_refused_naming_megapixels(monke
 
 
 def test_unknown_budget_checks_nothing(monkeypatch):
-    monkeypatch.setattr(pipeline, "memory_budget", lambda device: None)
+    monkeypatch.setattr(runtime, "memory_budget", lambda device: None)
     check_photo_size("huge.png", 11_000, 11_000, TransferConfig(size=11_000))
 
 
 def test_memory_budget_is_known_on_this_cpu():
-    budget = pipeline.memory_budget(torch.device("cpu"))
+    budget = runtime.memory_budget(torch.device("cpu"))
     assert budget is None or budget > 0
 
 
 def test_cli_refuses_before_any_work_with_exit_2(capsys, tmp_path, monkeypatch):
     content, style = write_photo(tmp_path / "content.png", 48, 40), write_photo(tmp_path / "style.png", 40, 36, seed=2)
-    monkeypatch.setattr(pipeline, "memory_budget", lambda device: estimate_peak_bytes(40, 48, 32))
+    monkeypatch.setattr(runtime, "memory_budget", lambda device: estimate_peak_bytes(40, 48, 32))
     monkeypatch.setattr(pipeline, "segment_pair", _never)
     monkeypatch.setattr(pipeline, "optimise", _never)
     out = tmp_path / "out.png"

@@ -7,7 +7,7 @@
 :func:`transfer` takes file paths, PIL images, NumPy arrays or tensors, and any setting of
 :class:`~photostyle.settings.TransferConfig` as a keyword. A :class:`Stylist` holds one set of
 settings for many photos; the feature network is loaded once per process either way
-(:func:`photostyle.pipeline.get_encoder`), so the second photo starts at once.
+(:func:`photostyle.runtime.get_encoder`), so the second photo starts at once.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import torch
 from . import io
 from .errors import InputError
 from .masks import Segmentation, load_mask_pair
-from .pipeline import TransferResult, check_photo_size, stylise
+from .pipeline import TransferResult, stylise
+from .runtime import check_photo_size
 from .settings import TransferConfig, from_preset
 
 __all__ = ["Stylist", "as_image", "transfer"]

@@ -30,12 +30,36 @@ def layer_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(masks, size=size, mode="area")
 
 
-def segment_grams(features: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_supports(masks: torch.Tensor, dense: float = 0.6) -> list[torch.Tensor | None]:
+    """Per segment, the flat indices of the pixels it touches, or ``None`` when it touches most of them.
+
+    Args:
+        masks: ``(1, K, h, w)`` in [0, 1].
+        dense: above this fraction of the pixels a segment is treated as covering all of them.
+
+    Returns:
+        ``K`` entries: a ``(n_k,)`` long tensor of the pixels where the mask is above 0, or ``None``.
+    """
+    m = masks[0].flatten(1)
+    out: list[torch.Tensor | None] = []
+    for row in m:
+        support = (row > 0).nonzero().squeeze(1)
+        out.append(None if support.numel() > dense * row.numel() else support)
+    return out
+
+
+def segment_grams(
+    features: torch.Tensor, masks: torch.Tensor, supports: list[torch.Tensor | None] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gram matrix of the features inside each segment.
+
+    Each segment's Gram matrix is summed over the pixels its mask touches only, so ``K``
+    segments that tile the photo cost about one Gram matrix of the whole photo, not ``K``.
 
     Args:
         features: ``(1, C, h, w)``.
         masks: ``(1, K, h, w)`` in [0, 1], already at the feature size.
+        supports: :func:`mask_supports` of ``masks`` when already known (they are computed otherwise).
 
     Returns:
         ``(K, C, C)`` Gram matrices normalised by segment area, and ``(K,)`` areas
@@ -44,9 +68,11 @@ def segment_grams(features: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Te
     f = features[0].flatten(1)  # (C, N)
     m = masks[0].flatten(1)  # (K, N)
     area = m.sum(1)  # (K,)
-    weighted = f.unsqueeze(0) * m.unsqueeze(1)  # (K, C, N)
-    grams = weighted @ f.T.unsqueeze(0) / area.clamp(min=1.0)[:, None, None]
-    return grams, area / m.shape[1]
+    grams = []
+    for k, support in enumerate(mask_supports(masks) if supports is None else supports):
+        fk, mk = (f, m[k]) if support is None else (f.index_select(1, support), m[k].index_select(0, support))
+        grams.append((fk * mk) @ fk.T)
+    return torch.stack(grams) / area.clamp(min=1.0)[:, None, None], area / m.shape[1]
 
 
 class ContentLoss(nn.Module):
@@ -96,6 +122,7 @@ class SegmentStyleLoss(nn.Module):
         weights = layer_weights or {name: 1.0 / len(self.layers) for name in self.layers}
         self.layer_weights = {name: float(weights[name]) for name in self.layers}
         self.content_masks = content_masks.detach()
+        self._content_layer_masks: dict[tuple[int, int], tuple[torch.Tensor, list[torch.Tensor | None]]] = {}
         for name, feats in style_features.items():
             grams, _ = segment_grams(feats.detach(), layer_masks(style_masks, feats.shape[-2:]))
             norm = grams.flatten(1).pow(2).sum(1).clamp(min=1e-12)
@@ -107,8 +134,12 @@ class SegmentStyleLoss(nn.Module):
         out = {}
         for name in self.layers:
             feats = features[name]
-            masks = layer_masks(self.content_masks.to(feats.dtype), feats.shape[-2:])
-            grams, area = segment_grams(feats, masks)
+            size = tuple(feats.shape[-2:])
+            if size not in self._content_layer_masks:  # the content's segments are fixed: resized once
+                masks = layer_masks(self.content_masks.to(feats.dtype), size)
+                self._content_layer_masks[size] = (masks, mask_supports(masks))
+            masks, supports = self._content_layer_masks[size]
+            grams, area = segment_grams(feats, masks.to(feats.dtype), supports)
             target, norm = getattr(self, f"target_{name}"), getattr(self, f"norm_{name}")
             err = (grams - target.to(grams.dtype)).flatten(1).pow(2).sum(1) / norm
             out[name] = (area * err).sum() / area.sum().clamp(min=1e-8)

@@ -11,14 +11,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
-import os
-import resource
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,35 +22,20 @@ import torch
 
 from . import io
 from .colour import blend_lab, segment_colour_transfer
-from .critic import DEFAULT_OFFLINE_CRITIC, Critic, get_critic
-from .errors import DeviceError, InputError, MaskError, WeightsError
-from .features import DEFAULT_LAYERS, VGGEncoder, load_encoder
+from .critic import Critic
+from .errors import MaskError
+from .features import VGGEncoder
 from .losses import ContentLoss, PhotorealismLoss, SegmentStyleLoss
 from .masks import Segmentation, load_mask_pair
-from .settings import TransferConfig
-from .segmentation.auto import SEGMENT_SIDE, segment_pair, segment_shape
 from .optimise import Callback, optimise
+from .runtime import (check_photo_size, compute_dtype, encode, fit_sizes, get_encoder, get_quality_critic,
+                      memory_hint, peak_rss_mb, resolve_device, segment_side)
+from .segmentation.auto import segment_pair, segment_shape
+from .settings import TransferConfig, level_sizes
 from .state import StateFile, fingerprint
 from .upsample import local_affine_upsample
 
 log = logging.getLogger(__name__)
-
-MIN_SIDE = 16
-"""Shortest side in px a photo needs, in its file and at working size: conv5_1 sees 16 px as one."""
-_OOM_PHRASES = ("out of memory", "not enough memory", "can't allocate memory")
-
-# The memory a transfer needs, by design (see estimate_peak_bytes); measured on CPU with VGG16.
-MEMORY_BASE_BYTES = 700 * 2**20
-"""Whatever the sizes: Python, torch, VGG16's weights and buffers (about 550 MB measured)."""
-FULL_BYTES_PER_PIXEL = 40
-"""Per pixel of the content photo: decoding it (27 B, briefly), then its float copy and the float
-output (12 B each) and the 8-bit copy being written (7 B); every other full-resolution step runs in tiles."""
-WORKING_BYTES_PER_PIXEL = 3200
-"""Per pixel at working size: VGG activations and their gradients for the content and the style,
-the Matting Laplacian, Adam's state (2.6 to 2.9 KB measured at 320 to 960 px)."""
-SEGMENT_BYTES_PER_PIXEL = 200
-"""Per pixel segmented (at most :data:`~photostyle.segmentation.auto.SEGMENT_SIDE` on the long side):
-co-segmentation's upsampled activations, guided filter and colour model (165 B measured)."""
 
 
 @dataclass
@@ -91,27 +72,6 @@ class TransferResult:
         return json.dumps(self.report, indent=2, default=str) + "\n"
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` picks CUDA when present; ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as asked.
-
-    Raises:
-        DeviceError: another device type, or CUDA asked for without a visible GPU.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise DeviceError(f"unknown device {name!r}; use auto, cpu or cuda") from err
-    if device.type not in ("cpu", "cuda"):
-        raise DeviceError(f"device {name!r} is not supported; use auto, cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible; use cuda:0")
-    return device
-
-
 class _Timer:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -123,145 +83,6 @@ class _Timer:
             yield
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
-
-
-@contextmanager
-def _memory_hint(device: torch.device, size: int):
-    """Turn running out of memory into a :class:`DeviceError` naming a ``--size`` that may fit."""
-    try:
-        yield
-    except (MemoryError, RuntimeError) as err:
-        oom = isinstance(err, (MemoryError, torch.OutOfMemoryError))
-        if not oom and not any(phrase in str(err).lower() for phrase in _OOM_PHRASES):
-            raise
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        smaller = max(32, size * 3 // 4 // 32 * 32)
-        where, other = ("GPU ", " or --device cpu") if device.type == "cuda" else ("", "")
-        raise DeviceError(f"ran out of {where}memory at working size {size} px; try --size {smaller}{other}") from err
-
-
-def check_photo_size(name: str, height: int, width: int, config: TransferConfig) -> None:
-    """Refuse, before any work, a photo the transfer cannot take at ``config``'s sizes.
-
-    The working size is ``config.size``, lowered to the photo's long side (:func:`fit_sizes`). A photo
-    is refused when it is too small for the feature network, as stored or at the coarsest working
-    size, or when :func:`estimate_peak_bytes` exceeds :func:`memory_budget`.
-
-    Raises:
-        InputError: naming ``name``, the size, and the ``--size`` or photo size that would work.
-    """
-    short, long = min(height, width), max(height, width)
-    if short < MIN_SIDE:
-        raise InputError(
-            f"{name}: the photo is {width}x{height}; photostyle needs at least {MIN_SIDE} px on the short side, "
-            "give a larger photo"
-        )
-    size = min(config.size, max(long, 32))
-    coarsest = min(level_sizes(size, config.levels))
-    working = round(short * coarsest / long)
-    if working < MIN_SIDE:
-        need = math.ceil(MIN_SIDE * long / short) * size // coarsest
-        raise InputError(
-            f"{name}: the photo is {width}x{height}, only {working} px on the short side at working size {coarsest}; "
-            f"photostyle needs at least {MIN_SIDE}: use --size {need} or crop the photo"
-        )
-    _check_memory(name, height, width, size, resolve_device(config.device))
-
-
-def fit_sizes(config: TransferConfig, height: int, width: int) -> TransferConfig:
-    """``config`` with ``size`` and ``output_size`` no larger than the content photo's long side.
-
-    photostyle never enlarges the content photo: a working size above it would only upsample it
-    (slower, no detail gained; the floor is the network's 32 px) and an output above it would be
-    an interpolated enlargement, which any editor makes better on request. Each lowering is
-    reported with a warning, so a batch with one ``--output-size`` over mixed photos still runs.
-
-    Args:
-        config: the settings asked for.
-        height, width: the content photo's size in px.
-
-    Returns:
-        ``config`` itself, or a copy with the lowered sizes.
-    """
-    long = max(height, width)
-    changes: dict[str, int] = {}
-    if config.size > max(long, 32):
-        changes["size"] = max(long, 32)
-        warnings.warn(f"--size {config.size} is larger than the content photo ({width}x{height}); working at its "
-                      f"own size, {changes['size']} px, since a larger one would only enlarge it", stacklevel=2)
-    if config.output_size is not None and config.output_size > long:
-        changes["output_size"] = long
-        warnings.warn(f"--output-size {config.output_size} is larger than the content photo ({width}x{height}); "
-                      f"writing it at its own size, {long} px: photostyle does not enlarge photos", stacklevel=2)
-    return replace(config, **changes) if changes else config
-
-
-def estimate_peak_bytes(height: int, width: int, size: int) -> int:
-    """Peak memory in bytes of a transfer of a ``height x width`` content photo at working long side ``size``.
-
-    A bound by design, from the constants above (measured on CPU; on a GPU the same tensors live
-    there): a fixed base, :data:`FULL_BYTES_PER_PIXEL` per photo pixel, and the larger of the
-    optimisation at working size and the segmentation at its bounded size, which never overlap.
-
-    >>> round(estimate_peak_bytes(5773, 8660, 320) / 2**30, 1)  # 50 megapixels, default settings
-    2.7
-    """
-    work = math.prod(segment_shape(height, width, size))
-    segmented = math.prod(segment_shape(height, width, _segment_side(size)))
-    return (MEMORY_BASE_BYTES + FULL_BYTES_PER_PIXEL * height * width
-            + max(WORKING_BYTES_PER_PIXEL * work, SEGMENT_BYTES_PER_PIXEL * segmented))
-
-
-def memory_budget(device: torch.device) -> int | None:
-    """Bytes this process may reach on ``device``, or ``None`` where that cannot be known.
-
-    CPU (Linux): its resident memory plus the kernel's ``MemAvailable``, within the headroom of a
-    container's ``memory.max`` (cgroup v2). CUDA: the device's free memory plus what torch's
-    allocator already holds.
-    """
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device)
-    if device.type != "cpu":
-        return None
-    try:
-        with open("/proc/meminfo") as f:
-            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-        with open("/proc/self/statm") as f:
-            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f, open("/sys/fs/cgroup/memory.current") as g:
-            available = min(available, int(f.read()) - int(g.read()))
-    except (OSError, ValueError):  # no cgroup v2, or "max": no container limit
-        pass
-    return resident + max(0, available)
-
-
-def _check_memory(name: str, height: int, width: int, size: int, device: torch.device) -> None:
-    """Raise :class:`InputError` naming the ``--size`` or photo size that fits, if working size ``size`` does not."""
-    budget = memory_budget(device)
-    need = estimate_peak_bytes(height, width, size)
-    if budget is None or need <= budget:
-        return
-    where = "GPU memory" if device.type == "cuda" else "memory"
-    have = f"about {need / 2**30:.1f} GB of {where} but {budget / 2**30:.1f} GB is free"
-    smaller = (size, *range(size // 32 * 32, 31, -32))
-    fits = next((s for s in smaller if estimate_peak_bytes(height, width, s) <= budget), None)
-    if fits is not None:
-        raise InputError(f"{name}: at working size {size} px the transfer needs {have}; use --size {fits} or less")
-    fixed = need - FULL_BYTES_PER_PIXEL * height * width  # a smaller photo of this shape needs no more
-    megapixels = math.floor(max(0, budget - fixed) / FULL_BYTES_PER_PIXEL / 1e5) / 10
-    advice = f"downscale it to {megapixels:g} megapixels or less" if megapixels >= 0.1 else "free some memory first"
-    raise InputError(f"{name}: the photo is {width}x{height} ({height * width / 1e6:.0f} megapixels) and needs {have}; "
-                     f"{advice}")
-
-
-def _segment_side(size: int) -> int:
-    """Long side in px at which photos are segmented for working size ``size``: never below it."""
-    return max(SEGMENT_SIDE, size)
 
 
 def stylise(
@@ -305,20 +126,20 @@ def stylise(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     content_full, style = content.to(device), style.to(device)
-    segment_side = _segment_side(config.size)
+    seg_side = segment_side(config.size)
     segmentation: dict[str, Any] = {"segmenter": "given"}
     if (content_seg is None or style_seg is None) and config.segmentation == "auto":
         with timer("segment"):
             outcome = segment_pair(
                 content_full, style, method="auto", segmenter=config.segmenter, metric=config.similarity_metric,
-                threshold=config.semantic_threshold, min_fraction=config.min_segment, max_side=segment_side,
+                threshold=config.semantic_threshold, min_fraction=config.min_segment, max_side=seg_side,
             )
         content_seg, style_seg = outcome.content, outcome.style
         segmentation = {"segmenter": outcome.segmenter, "grouping": outcome.grouping, "notes": outcome.notes,
                         "pairing": outcome.pairing, "named": outcome.named}
     if content_seg is None or style_seg is None:
-        content_seg = Segmentation(content.new_ones(1, 1, *segment_shape(*content.shape[-2:], segment_side)), ["all"])
-        style_seg = Segmentation(style.new_ones(1, 1, *segment_shape(*style.shape[-2:], segment_side)), ["all"])
+        content_seg = Segmentation(content.new_ones(1, 1, *segment_shape(*content.shape[-2:], seg_side)), ["all"])
+        style_seg = Segmentation(style.new_ones(1, 1, *segment_shape(*style.shape[-2:], seg_side)), ["all"])
         segmentation = {"segmenter": "none"}
 
     with timer("build_losses"):
@@ -336,14 +157,14 @@ def stylise(
             style_small = io.resize_long_side(style, size)
             content_masks = content_seg.resize(*content_small.shape[-2:]).masks.to(device)
             style_masks = style_seg.resize(*style_small.shape[-2:]).masks.to(device)
-        with timer("build_losses"), _memory_hint(device, config.size):
+        with timer("build_losses"), memory_hint(device, config.size):
             objective = _objective(config, encoder, critic, content_small, style_small, content_masks, style_masks)
         with timer("init"):
             if image is None:
                 image = init = _start_point(config, content_small, style_small, content_masks, style_masks)
             else:  # carry the coarser result over as a local affine recolouring: sharp at once
                 image = local_affine_upsample(previous, image, content_small, config.affine_radius, config.affine_eps)
-        with timer("optimise"), _memory_hint(device, config.size):
+        with timer("optimise"), memory_hint(device, config.size):
             offset = level * config.iterations
             step_callback = None if callback is None else (lambda i, x, t, o=offset: callback(o + i, x, t))
             result = optimise(
@@ -400,13 +221,6 @@ def _flat_radius(config: TransferConfig, image: torch.Tensor) -> int:
     return max(config.affine_radius, round(max(image.shape[-2:]) / 40))
 
 
-def level_sizes(size: int, levels: int) -> list[int]:
-    """Working long sides of the coarse-to-fine pyramid, coarsest first, each half the next."""
-    if levels < 1:
-        raise ValueError(f"expected levels >= 1 but received {levels}")
-    return [max(32, round(size / 2 ** (levels - 1 - i))) for i in range(levels)]
-
-
 def _objective(
     config: TransferConfig,
     encoder: VGGEncoder,
@@ -446,59 +260,6 @@ def _objective(
     return objective
 
 
-def compute_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of the feature network for a ``precision`` setting, or ``None`` for plain fp32.
-
-    ``"auto"`` is bf16 on CUDA (tensor cores, half the activation memory) and fp32 elsewhere:
-    on CPU bf16 is slower than fp32 on most processors.
-
-    >>> compute_dtype("auto", torch.device("cpu")), compute_dtype("bf16", torch.device("cpu"))
-    (None, torch.bfloat16)
-    """
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    if precision in ("auto", "fp32"):
-        return None
-    raise ValueError(f"expected precision 'auto', 'fp32' or 'bf16' but received {precision!r}")
-
-
-def encode(encoder: VGGEncoder, image: torch.Tensor, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """``encoder(image)``, under autocast to ``dtype`` with channels-last memory when one is given.
-
-    The features come back in fp32 whatever ``dtype``, so Gram matrices and losses are summed in fp32.
-    """
-    if dtype is None:
-        return encoder(image)
-    with torch.autocast(image.device.type, dtype=dtype):
-        feats = encoder(image.contiguous(memory_format=torch.channels_last))
-    return {name: f.float() for name, f in feats.items()}
-
-
-@functools.lru_cache(maxsize=4)
-def get_encoder(
-    arch: str, weights: str | None, layers: tuple[str, ...] = DEFAULT_LAYERS, pooling: str = "avg", device: str = "cpu"
-) -> VGGEncoder:
-    """The feature network, loaded once per process and settings (batch and web reuse it)."""
-    return load_encoder(arch, weights=weights, layers=layers, pooling=pooling, device=device)
-
-
-@functools.lru_cache(maxsize=4)
-def get_quality_critic(name: str, device: str = "cpu") -> Critic | None:
-    """The aesthetic critic of the loss, loaded once per process.
-
-    ``"auto"`` is NIMA when its weights are present, else the offline NIQE, so the
-    term is never silently absent; the report names the critic that ran.
-    """
-    if name == "auto":
-        try:
-            return get_critic("nima").to(device)
-        except WeightsError as err:
-            log.warning("NIMA weights not available (%s); using the offline %s critic", err, DEFAULT_OFFLINE_CRITIC)
-            name = DEFAULT_OFFLINE_CRITIC
-    critic = get_critic(name)
-    return None if critic is None else critic.to(device)
-
-
 def _start_point(
     config: TransferConfig,
     content: torch.Tensor,
@@ -518,11 +279,6 @@ def _start_point(
     if config.init == "style":
         return torch.nn.functional.interpolate(style, size=content.shape[-2:], mode="bilinear", antialias=True)
     raise ValueError(f"unknown init {config.init!r}; expected distribution, reinhard, content, noise or style")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def transfer(

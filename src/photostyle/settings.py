@@ -22,7 +22,8 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["CHOICES", "PRESETS", "STYLE_LAYERS", "Setting", "TransferConfig", "from_preset", "setting_of"]
+__all__ = ["CHOICES", "PRESETS", "STYLE_LAYERS", "Setting", "TransferConfig", "from_preset", "level_sizes",
+           "setting_of"]
 
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 #: Names a field may take; ``tests/test_settings.py`` checks they agree with the library's registries.
@@ -202,3 +203,10 @@ def from_preset(name: str, **overrides: Any) -> TransferConfig:
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return replace(TransferConfig(), **{**PRESETS[name], **overrides})
+
+
+def level_sizes(size: int, levels: int) -> list[int]:
+    """Working long sides of the coarse-to-fine pyramid, coarsest first, each half the next."""
+    if levels < 1:
+        raise ValueError(f"expected levels >= 1 but received {levels}")
+    return [max(32, round(size / 2 ** (levels - 1 - i))) for i in range(levels)]

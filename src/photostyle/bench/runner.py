@@ -42,7 +42,8 @@ from ..lut import fit_error, fit_lut
 from ..weights import sha256_file
 from ..masks import Segmentation
 from ..masks import load_mask_pair
-from ..pipeline import TransferConfig, peak_rss_mb, resolve_device, stylise
+from ..pipeline import TransferConfig, stylise
+from ..runtime import peak_rss_mb, resolve_device
 from .metrics import Evaluator, PairTargets
 from .report import contact_sheet, write_report
 

@@ -126,7 +126,7 @@ def run_speed(
         ``{"machine", "device", "runs": [...]}`` as written to speed.json; a run that failed has ``"error"``.
     """
     from photostyle.bench.runner import check_bench_folder, make_bench_folder
-    from photostyle.pipeline import resolve_device
+    from photostyle.runtime import resolve_device
 
     if not (EXAMPLES / "rocket.jpg").is_file() or not (EXAMPLES / "coffee.png").is_file():
         raise InputError(f"the speed benchmark makes its photos from {EXAMPLES}/rocket.jpg and coffee.png, which "
@@ -170,7 +170,7 @@ def run_speed(
 
 def render_markdown(record: dict[str, Any]) -> str:
     """speed.md: one table per preset, a row per size: wall time, the stages, peak memory."""
-    lines = [f"# photostyle speed by photo size\n", f"Machine: {record['machine']} ({record['device']}), "
+    lines = ["# photostyle speed by photo size\n", f"Machine: {record['machine']} ({record['device']}), "
              f"torch {record['torch']}. Wall time of one `photostyle transfer` call in a fresh process "
              "(Python start and network load included); stages from its report; peak memory of that process.\n"]
     for preset in dict.fromkeys(r["preset"] for r in record["runs"]):

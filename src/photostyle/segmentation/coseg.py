@@ -26,7 +26,7 @@ have in common, and ``W`` says how strongly each pixel shows it. Here:
 Labels are ``"concept-0"``, ``"concept-1"``, ... by decreasing area over both photos; the
 same label is the same factor in both photos.
 
-The features come from :func:`photostyle.pipeline.get_encoder`, the VGG16 that the transfer
+The features come from :func:`photostyle.runtime.get_encoder`, the VGG16 that the transfer
 itself uses (cached once per process). There is no colour-only fallback: without those
 weights the transfer cannot run either, so :class:`~photostyle.errors.WeightsError` says how
 to fetch them (``photostyle weights --fetch vgg16-imagenet``).
@@ -221,7 +221,7 @@ class CoSegmenter(Segmenter):
         radius: guided-filter radius, fraction of the photo's long side (0 = none).
         eps: guided-filter regularisation.
         min_fraction: segments smaller than this fraction of either photo are merged.
-        weights: VGG16 weights for :func:`photostyle.pipeline.get_encoder` (``None`` = random,
+        weights: VGG16 weights for :func:`photostyle.runtime.get_encoder` (``None`` = random,
             for tests only).
         device: where the features and the factorisation are computed (``None``: the photos' device).
         seed: NMF start.
@@ -262,7 +262,7 @@ class CoSegmenter(Segmenter):
 
     def _encoder(self, device: torch.device) -> torch.nn.Module:
         from photostyle.features import DEFAULT_LAYERS
-        from photostyle.pipeline import get_encoder
+        from photostyle.runtime import get_encoder
 
         # the transfer's own layer set when it suffices, so the cached encoder is shared
         layers = DEFAULT_LAYERS if set(self.layers) <= set(DEFAULT_LAYERS) else tuple(self.layers)

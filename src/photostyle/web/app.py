@@ -70,7 +70,8 @@ from .. import io
 from ..batch import IMAGE_SUFFIXES
 from ..errors import InputError, MaskError, PhotostyleError
 from ..masks import DPST_COLOURS, load_mask_pair
-from ..pipeline import TransferConfig, check_photo_size
+from ..pipeline import TransferConfig
+from ..runtime import check_photo_size
 from ..settings import PRESETS, from_preset
 from . import regions
 from .jobs import LIVE_PIXELS, Job, JobRunner, Reject, plain_words, shrink

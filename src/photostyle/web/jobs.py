@@ -1,7 +1,7 @@
 """The web page's jobs: a queue served by one worker thread, with honest progress, estimates and cancel.
 
 One worker runs the transfers one at a time (the feature network is loaded once per process by
-``pipeline.get_encoder``). Each job keeps its files in a folder of its own; only the newest
+``runtime.get_encoder``). Each job keeps its files in a folder of its own; only the newest
 ``keep_jobs`` finished jobs are kept.
 
 Cancel: a waiting job leaves the line at once; a running one stops at its next optimiser step
