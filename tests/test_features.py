@@ -9,7 +9,8 @@ import torch
 
 from photostyle import weights
 from photostyle.errors import DeviceError, InputError, WeightsError
-from photostyle.features import VGGEncoder, conv_specs, load_encoder, vgg_features
+from photostyle.features import VGGEncoder, load_encoder, vgg_features
+from photostyle.vgg import conv_specs
 
 # torchvision vgg16().features / vgg19().features: Conv2d index -> (out, in)
 TORCHVISION_CONVS = {

