@@ -181,9 +181,9 @@ def test_strength_is_where_the_page_starts_and_checked(client):
     assert job["report"]["settings"]["strength"] == 1.0 and job["report"]["settings"]["chroma"] == 1.0
     for bad in ("1.5", "-0.1", "strong", "nan"):
         response = client.post("/api/jobs", files=files, data={"strength": bad})
-        assert response.status_code == 400 and "strength must be a number from 0 to 1" in response.json()["error"]
+        assert response.status_code == 400 and "strength must be a number in [0, 1]" in response.json()["error"]
         response = client.get(f"{job['download']}?chroma={bad}")
-        assert response.status_code == 400 and "chroma must be a number from 0 to 1" in response.json()["error"]
+        assert response.status_code == 400 and "chroma must be a number in [0, 1]" in response.json()["error"]
 
 
 def test_missing_photo_and_unknown_preset(client):

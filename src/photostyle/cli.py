@@ -99,7 +99,7 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     output = Path(args.output)
-    progress = ProgressCallback(config.iterations * config.levels, quiet=args.quiet, save_every=args.save_every, output=output)
+    progress = ProgressCallback(config.total_steps, quiet=args.quiet, save_every=args.save_every, output=output)
     with progress:
         result = transfer(
             args.content, args.style, output, config,

@@ -169,6 +169,11 @@ class TransferConfig:
                               choices=("auto", "fp32", "bf16"))
     seed: int = _setting(0, "random seed", "--seed", minimum=0, maximum=2**32 - 1)
 
+    @property
+    def total_steps(self) -> int:
+        """Optimisation steps of the whole run, every level: what progress bars count to."""
+        return self.iterations * self.levels
+
     def __post_init__(self) -> None:
         if isinstance(self.style_layers, list):  # as JSON gives it back
             self.style_layers = tuple(self.style_layers)
@@ -176,8 +181,10 @@ class TransferConfig:
             setting_of(f).check(f.name, getattr(self, f.name))
 
 
-def setting_of(f: Field) -> Setting:
-    """The :class:`Setting` of a field of :class:`TransferConfig`."""
+def setting_of(f: Field | str) -> Setting:
+    """The :class:`Setting` of a field of :class:`TransferConfig`, given as a field or by name."""
+    if isinstance(f, str):
+        f = TransferConfig.__dataclass_fields__[f]
     return f.metadata["setting"]
 
 

@@ -72,7 +72,7 @@ from ..errors import InputError, MaskError, PhotostyleError
 from ..masks import DPST_COLOURS, load_mask_pair
 from ..pipeline import TransferConfig
 from ..runtime import check_photo_size
-from ..settings import PRESETS, from_preset
+from ..settings import PRESETS, from_preset, setting_of
 from . import regions
 from .jobs import LIVE_PIXELS, Job, JobRunner, Reject, plain_words, shrink
 
@@ -221,15 +221,17 @@ class Guard:
 
 
 def _share(value: Any, name: str, default: float = 1.0) -> float:
-    """A strength or colour share from a form or query: a number from 0 to 1; ``default`` when absent."""
+    """The ``strength`` or ``chroma`` setting from a form or query, checked as the settings check it; ``default`` when absent."""
     if value is None or value == "":
         return default
     try:
         share = float(value)
     except (TypeError, ValueError):
         share = math.nan
-    if not 0.0 <= share <= 1.0:
-        raise _Reject(400, f"{name} must be a number from 0 to 1, not {str(value)[:20]!r}")
+    try:
+        setting_of(name).check(name, share)
+    except InputError:
+        raise _Reject(400, f"{name} must be {setting_of(name).describe()}, not {str(value)[:20]!r}") from None
     return round(share, 2)
 
 

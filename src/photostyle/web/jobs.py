@@ -123,7 +123,7 @@ class Job:
     @property
     def total(self) -> int:
         """Optimiser steps of the whole run (every level)."""
-        return self.config.iterations * self.config.levels
+        return self.config.total_steps
 
     @property
     def result_name(self) -> str:
