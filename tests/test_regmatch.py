@@ -252,3 +252,18 @@ def test_sky_takes_the_sky_even_when_places_and_colours_are_swapped(vgg16, swap_
         style_of_kind = s.masks[0, labels].amax(dim=0)
         precision = float((style_of_kind * truth_s).sum() / style_of_kind.sum())
         assert precision > 0.9, (swap_colours, segmenter.last_pairing.notes())
+
+
+def test_the_default_transfer_reports_each_parts_partner_in_words(vgg16):
+    from photostyle.pipeline import TransferConfig, stylise
+
+    content, style = _photo("rocket.jpg"), _photo("coffee.png")
+    config = TransferConfig(size=64, iterations=1, weights=None, segmenter="regmatch")  # "auto" without ADE20K
+    report = stylise(content, style, config=config).report
+    segmentation = report["segmentation"]
+    assert segmentation["segmenter"] == "regmatch" and segmentation["named"] is False
+    assert report["segments"] == [p["label"] for p in segmentation["pairing"]]
+    assert not any(label.startswith("region-") for label in report["segments"])  # named by place and colour
+    for part in segmentation["pairing"]:
+        assert part["source"] in ("matched", "nearest", "global") and 0 <= part["confidence"] <= 1
+        assert part["text"].startswith(f"{part['label']} (") and " <- " in part["text"]
