@@ -336,4 +336,4 @@ def test_the_default_transfer_runs_without_any_network(tmp_path):
     if done.returncode == 3:
         pytest.skip(f"VGG16 weights not fetched here: {done.stderr.strip()}")
     assert done.returncode == 0, done.stderr
-    assert out.is_file() and json.loads((tmp_path / "r.json").read_text())["segmentation"]["segmenter"] == "coseg"
+    assert out.is_file() and json.loads((tmp_path / "r.json").read_text())["segmentation"]["segmenter"] == "regmatch"

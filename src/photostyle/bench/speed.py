@@ -86,10 +86,16 @@ def synthetic_photo(megapixels: float, path: Path, source: Path | None = None, s
 
 
 def machine_name(device: str) -> str:
-    """The processor or card the runs use, e.g. ``"cpu: x86_64, 2 threads"`` or ``"cuda: NVIDIA H200"``."""
+    """The processor or card the runs use, e.g. ``"cpu: AMD EPYC 7B13, 2 threads"`` or ``"cuda: NVIDIA H200"``."""
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(torch.device(device if ':' in device else 'cuda'))}"
-    return f"cpu: {platform.machine()} {platform.processor() or ''}".strip() + f", {torch.get_num_threads()} threads"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"cpu: {model}, {torch.get_num_threads()} threads"
 
 
 def _worker(config_json: str, content: str, style: str, output: str, report: str) -> int:
