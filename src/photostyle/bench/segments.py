@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from photostyle.io import load_image
 from photostyle.masks import Segmentation, load_mask_pair
+from photostyle.segmentation.names import held_pixels
 
 __all__ = ["PairAgreement", "evaluate_pairs", "main", "segment_agreement"]
 
@@ -79,17 +79,8 @@ class PairAgreement:
 
 
 def _members(seg: Segmentation, size: tuple[int, int], valid: torch.Tensor) -> torch.Tensor:
-    """``(K, H, W)`` bool: pixels each label holds (mask above 0.5, or the strongest where none is).
-
-    Labels may overlap (a style region shared by two content regions); pixels whose masks sum
-    below 0.5, and pixels outside ``valid``, belong to none.
-    """
-    masks = seg.resize(*size).masks[0].float().cpu()
-    if masks.shape[0] == 0:
-        return masks.bool()
-    strongest = F.one_hot(masks.argmax(dim=0), masks.shape[0]).permute(2, 0, 1).bool()
-    members = (masks > 0.5) | (strongest & (masks.sum(dim=0) >= 0.5))
-    return members & valid
+    """``(K, H, W)`` bool: pixels each label holds (:func:`~photostyle.segmentation.names.held_pixels`) within ``valid``."""
+    return held_pixels(seg, *size) & valid
 
 
 def segment_agreement(

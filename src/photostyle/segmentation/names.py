@@ -18,7 +18,7 @@ import torch
 
 from photostyle.masks import Segmentation
 
-__all__ = ["colour_words", "describe_mask", "describe_pairing", "name_segments", "position_words"]
+__all__ = ["colour_words", "describe_mask", "describe_pairing", "held_pixels", "name_segments", "position_words"]
 
 
 def colour_words(rgb: Sequence[float]) -> str:
@@ -92,9 +92,15 @@ def describe_mask(image: torch.Tensor, mask: torch.Tensor) -> dict[str, Any]:
             "rgb": [round(c * 255) for c in rgb]}
 
 
-def _strongest(seg: Segmentation, height: int, width: int) -> torch.Tensor:
-    """``(K, height, width)`` bool: the pixels each label holds (mask above 0.5, or strongest where the masks sum to 0.5)."""
+def held_pixels(seg: Segmentation, height: int, width: int) -> torch.Tensor:
+    """``(K, height, width)`` bool: the pixels each label holds at that size.
+
+    A label holds the pixels where its mask is above 0.5, and those where it is the strongest
+    and the masks sum to at least 0.5; labels may overlap (a style region shared by two labels).
+    """
     masks = seg.resize(height, width).masks[0].float().cpu()
+    if masks.shape[0] == 0:
+        return masks.bool()
     strongest = masks.argmax(dim=0)
     held = masks > 0.5
     own = (torch.arange(masks.shape[0]).view(-1, 1, 1) == strongest) & (masks.sum(dim=0) >= 0.5)
@@ -124,7 +130,7 @@ def name_segments(image: torch.Tensor, *segs: Segmentation) -> list[Segmentation
         The segmentations with the new labels, masks unchanged.
     """
     small = _small(image)
-    held = _strongest(segs[0], *small.shape[-2:])
+    held = held_pixels(segs[0], *small.shape[-2:])
     parts = [describe_mask(small, held[k]) for k in range(held.shape[0])]
     words = [f"{p['where']} {p['colour']}".strip() if p["coverage"] else "unseen" for p in parts]
     names = [""] * len(words)
@@ -158,8 +164,8 @@ def describe_pairing(
         ``"top light blue (38% of content) <- top blue of the style (41%), confidence 0.93"``.
     """
     small_c, small_s = _small(content), _small(style)
-    held_c = _strongest(content_seg, *small_c.shape[-2:])
-    held_s = _strongest(style_seg, *small_s.shape[-2:])
+    held_c = held_pixels(content_seg, *small_c.shape[-2:])
+    held_s = held_pixels(style_seg, *small_s.shape[-2:])
     out = []
     for k, label in enumerate(content_seg.labels):
         c, s = describe_mask(small_c, held_c[k]), describe_mask(small_s, held_s[k])
