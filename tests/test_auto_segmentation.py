@@ -48,10 +48,22 @@ def registry(monkeypatch):
     return base._REGISTRY
 
 
-def test_none_gives_no_segments():
-    out = segment_pair(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 9, 7), method="none")
+def test_none_gives_one_segment_at_the_segment_shape():
+    given = Segmentation(torch.ones(1, 1, 8, 8), ["sky"])
+    out = segment_pair(torch.rand(1, 3, 80, 60), torch.rand(1, 3, 9, 7), method="none", content_mask=given,
+                       style_mask=given, max_side=40)
     assert isinstance(out, SegmentationOutcome)
-    assert out.content is None and out.style is None and out.segmenter == "none" and out.grouping is None
+    assert out.segmenter == "none" and out.grouping is None and out.labels == ["all"] and not out.automatic
+    assert out.content.size == (40, 30) and out.style.size == (9, 7) and float(out.content.masks.min()) == 1
+    assert out.to_dict() == {"segmenter": "none"} and out.mask_notes == []
+
+
+def test_given_segmentations_are_used_as_they_are_whatever_the_method():
+    content, style = Segmentation(torch.ones(1, 1, 4, 4), ["sky"]), Segmentation(torch.ones(1, 1, 5, 5), ["sky"])
+    for method in ("auto", "masks"):
+        out = segment_pair(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 9, 7), method=method, content_mask=content,
+                           style_mask=style)
+        assert out.content is content and out.style is style and out.to_dict() == {"segmenter": "given"}
 
 
 def test_unknown_method_and_missing_masks_are_errors():
@@ -60,6 +72,8 @@ def test_unknown_method_and_missing_masks_are_errors():
         segment_pair(image, image, method="hand")
     with pytest.raises(MaskError, match="content mask and a style mask"):
         segment_pair(image, image, method="masks", content_mask="a.png")
+    with pytest.raises(MaskError, match="needs a content mask and a style mask"):
+        segment_pair(image, image, method="masks")
 
 
 @pytest.mark.skipif(not (DPST / "segmentation" / "in1.png").is_file(), reason="DPST benchmark not available")
@@ -68,7 +82,7 @@ def test_masks_of_a_benchmark_pair_are_matched_at_each_photo_size():
     style = load_image(DPST / "style" / "tar1.png").tensor
     out = segment_pair(content, style, method="masks", content_mask=DPST / "segmentation" / "in1.png",
                        style_mask=DPST / "segmentation" / "tar1.png")
-    assert out.segmenter == "masks" and out.content.labels == out.style.labels
+    assert out.segmenter == "given" and out.content.labels == out.style.labels
     assert out.content.size == tuple(content.shape[-2:]) and out.style.size == tuple(style.shape[-2:])
     hand = load_dpst_mask(DPST / "segmentation" / "in1.png")
     assert set(out.content.labels) <= set(hand.labels)

@@ -49,9 +49,9 @@ def test_bf16_features_give_the_fp32_result_within_a_few_levels_and_losses_stay_
     config = dict(TINY, iterations=5, detail=0.0)
     fp32 = stylise(content, style, config=TransferConfig(**config, precision="fp32"))
     bf16 = stylise(content, style, config=TransferConfig(**config, precision="bf16"))  # the CUDA path, run on CPU
-    assert fp32.report["precision"] == "float32" and bf16.report["precision"] == "bfloat16"
+    assert fp32.precision == "float32" and bf16.precision == "bfloat16"
     assert (fp32.image - bf16.image).abs().mean() < 2 / 255
-    assert abs(bf16.report["loss"]["total"] - fp32.report["loss"]["total"]) < 0.05 * fp32.report["loss"]["total"]
+    assert abs(bf16.loss["total"] - fp32.loss["total"]) < 0.05 * fp32.loss["total"]
     encoder = get_encoder("vgg16", None, ("conv1_1", "conv4_2"), "max", "cpu")
     feats = encode(encoder, content, torch.bfloat16)
     assert all(f.dtype == torch.float32 for f in feats.values())  # Gram matrices are summed in fp32

@@ -259,7 +259,7 @@ def test_the_default_transfer_reports_each_parts_partner_in_words(vgg16):
 
     content, style = _photo("rocket.jpg"), _photo("coffee.png")
     config = TransferConfig(size=64, iterations=1, weights=None, segmenter="regmatch")  # "auto" without ADE20K
-    report = stylise(content, style, config=config).report
+    report = json.loads(stylise(content, style, config=config).to_json())
     segmentation = report["segmentation"]
     assert segmentation["segmenter"] == "regmatch" and segmentation["named"] is False
     assert report["segments"] == [p["label"] for p in segmentation["pairing"]]

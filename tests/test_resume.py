@@ -94,13 +94,13 @@ def test_resumed_transfer_equals_the_uninterrupted_one(tmp_path, pair, levels, s
 
     out = tmp_path / "out.png"
     first = transfer(*pair, out, config, callback=_stop_after(stop), keep_state=0)
-    assert first.report["interrupted"] and first.report["steps"] == stop
-    assert first.report["resume_state"] == str(state_path(out)) and state_path(out).is_file()
+    assert first.interrupted and first.steps == stop
+    assert first.resume_state == str(state_path(out)) and state_path(out).is_file()
     assert Image.open(out).size == (32, 24)  # the best result so far is written
 
     second = transfer(*pair, out, config, keep_state=0, resume=True)
-    assert not second.report["interrupted"] and second.report["steps"] == levels * config.iterations
-    assert not state_path(out).exists() and second.report["resume_state"] is None
+    assert not second.interrupted and second.steps == levels * config.iterations
+    assert not state_path(out).exists() and second.resume_state is None
     assert torch.allclose(second.working, straight.working, atol=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png", "out.png", "straight.png", "style.png"]
 
@@ -115,7 +115,7 @@ def test_state_of_other_settings_is_ignored_and_the_output_kept(tmp_path, pair):
     assert out.read_bytes() == before
     with pytest.warns(UserWarning, match="belongs to other input files or settings"):
         result = transfer(*pair, out, _config(style_weight=3.0), keep_state=0, resume=True, overwrite=True)
-    assert result.report["steps"] == 6 and not state_path(out).exists()
+    assert result.steps == 6 and not state_path(out).exists()
 
 
 def test_state_of_other_inputs_is_ignored(tmp_path, pair):
@@ -123,7 +123,7 @@ def test_state_of_other_inputs_is_ignored(tmp_path, pair):
     transfer(*pair, out, _config(), callback=_stop_after(2), keep_state=0)
     with pytest.warns(UserWarning, match="belongs to other input files"):
         result = transfer(pair[1], pair[0], out, _config(), keep_state=0, resume=True, overwrite=True)
-    assert result.report["steps"] == 6
+    assert result.steps == 6
 
 
 def test_resume_never_replaces_an_unrelated_file(tmp_path, pair):
@@ -144,7 +144,7 @@ def test_more_iterations_and_another_device_may_resume(pair):
 def test_resume_without_state_starts_afresh(tmp_path, pair):
     with pytest.warns(UserWarning, match="no saved state to resume from"):
         result = transfer(*pair, tmp_path / "out.png", _config(), resume=True)
-    assert result.report["steps"] == 6
+    assert result.steps == 6
 
 
 def test_unreadable_state_is_ignored(tmp_path, pair):
@@ -152,7 +152,7 @@ def test_unreadable_state_is_ignored(tmp_path, pair):
     state_path(out).write_bytes(b"PK\x03\x04 not a torch file")
     with pytest.warns(UserWarning, match="unreadable saved state"):
         result = transfer(*pair, out, _config(), keep_state=0, resume=True)
-    assert result.report["steps"] == 6 and not state_path(out).exists()
+    assert result.steps == 6 and not state_path(out).exists()
 
 
 class _Payload:

@@ -75,13 +75,13 @@ def test_stylise_segments_at_the_segment_side(monkeypatch):
     config = TransferConfig(**{**TINY, "segmentation": "auto"})
     result = stylise(torch.rand(1, 3, 80, 100), torch.rand(1, 3, 60, 40), config=config)
     assert recording.shapes == [(38, 48), (48, 32)]
-    assert result.content_segments.size == (38, 48)
+    assert result.segmentation.content.size == (38, 48)
 
 
 def test_one_global_segment_is_not_full_size(monkeypatch):
     monkeypatch.setattr(runtime, "SEGMENT_SIDE", 48)
     result = stylise(torch.rand(1, 3, 80, 100), torch.rand(1, 3, 60, 40), config=TransferConfig(**TINY))
-    assert result.content_segments.size == (38, 48) and result.style_segments.size == (48, 32)
+    assert result.segmentation.content.size == (38, 48) and result.segmentation.style.size == (48, 32)
 
 
 def _with_segmenter(segment, segmenter):
@@ -128,7 +128,7 @@ def test_working_size_above_the_photo_is_lowered_to_it():
     with pytest.warns(UserWarning, match=expected):
         result = stylise(content, style, config=TransferConfig(**{**TINY, "size": 64}))
     assert tuple(result.working.shape[-2:]) == (30, 40)
-    assert result.report["settings"]["size"] == 40
+    assert result.config.size == 40
 
 
 def test_output_size_above_the_photo_is_capped_with_a_warning():

@@ -119,9 +119,7 @@ def test_segmentations_in_the_report_are_drawn(client, monkeypatch):
         result = real(*args, **kwargs)
         masks = torch.zeros(1, 2, 20, 30)
         masks[:, 0, :10], masks[:, 1, 10:] = 1, 1
-        result.report["segments"] = ["sky", "building"]
-        result.content_segments = Segmentation(masks, ["sky", "building"])
-        result.style_segments = None
+        result.segmentation.content = result.segmentation.style = Segmentation(masks, ["sky", "building"])
         return result
 
     monkeypatch.setattr(jobs_module, "transfer", transfer)
@@ -130,7 +128,7 @@ def test_segmentations_in_the_report_are_drawn(client, monkeypatch):
     assert job["state"] == "done", job["error"]
     labels = {s["label"]: s["colour"] for s in job["segments"]["labels"]}
     assert set(labels) == {"sky", "building"} and labels["sky"] != labels["building"]
-    (image,) = job["segments"]["images"]
+    image = job["segments"]["images"][0]
     mask = np.asarray(Image.open(io.BytesIO(client.get(image["url"]).content)).convert("RGB"))
     assert tuple(mask[0, 0]) == tuple(labels["sky"]) and tuple(mask[-1, -1]) == tuple(labels["building"])
 
@@ -596,8 +594,7 @@ def two_part_client(client, monkeypatch):
     def transfer(*args, **kwargs):
         result = real(*args, **kwargs)
         if kwargs.get("content_mask") is None:
-            result.report["segments"] = ["concept-0", "concept-1"]
-            result.content_segments, result.style_segments = halves(20, 30), halves(24, 24)
+            result.segmentation.content, result.segmentation.style = halves(20, 30), halves(24, 24)
         return result
 
     monkeypatch.setattr(jobs_module, "transfer", transfer)

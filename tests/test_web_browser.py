@@ -371,8 +371,7 @@ def test_drop_a_pairing_and_run_again(photos, browser, monkeypatch):
             height, width = result.image.shape[-2:]
             masks = torch.zeros(1, 2, height, width)
             masks[:, 0, : height // 2], masks[:, 1, height // 2 :] = 1, 1
-            result.report["segments"] = ["concept-0", "concept-1"]
-            result.content_segments = result.style_segments = Segmentation(masks, ["concept-0", "concept-1"])
+            result.segmentation.content = result.segmentation.style = Segmentation(masks, ["concept-0", "concept-1"])
         return result
 
     monkeypatch.setattr(jobs_module, "transfer", transfer)

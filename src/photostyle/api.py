@@ -20,7 +20,7 @@ import torch
 
 from . import io
 from .errors import InputError
-from .masks import Segmentation, load_mask_pair
+from .masks import Segmentation
 from .pipeline import TransferResult, stylise
 from .runtime import check_photo_size
 from .settings import TransferConfig, from_preset
@@ -83,17 +83,12 @@ class Stylist:
 
         Returns:
             :class:`~photostyle.pipeline.TransferResult`: ``.image`` ``(1, 3, H, W)`` at the content's
-            size, ``.to_pil()``, ``.save(path)``, ``.report``.
+            size, ``.to_pil()``, ``.save(path)``, ``.segmentation``, ``.seconds``, ``.loss``, ``.to_json()``.
         """
         content_image, style_image = as_image(content), as_image(style)
         for name, image in (("content", content_image), ("style", style_image)):
             check_photo_size(name, *image.shape[-2:], self.config)
-        if isinstance(content_mask, Segmentation) or isinstance(style_mask, Segmentation):
-            content_seg, style_seg = content_mask, style_mask
-        else:
-            content_seg, style_seg, _ = load_mask_pair(content_mask, style_mask, tuple(content_image.shape[-2:]),
-                                                       tuple(style_image.shape[-2:]))
-        return stylise(content_image, style_image, content_seg, style_seg, self.config)
+        return stylise(content_image, style_image, content_mask, style_mask, self.config)
 
 
 def transfer(content: Photo, style: Photo, *, preset: str = "balanced", **settings: Any) -> TransferResult:

@@ -245,7 +245,7 @@ def run_batch(
         except KeyboardInterrupt:
             summary.interrupted = True
             break
-        if result.report["interrupted"]:  # Ctrl-C inside the optimisation: the output was left as it was
+        if result.interrupted:  # Ctrl-C inside the optimisation: the output was left as it was
             summary.interrupted = True
             break
         summary.done.append(job.output)

@@ -107,23 +107,22 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, callback=progress, keep_state=args.save_every, resume=args.resume,
             report_path=args.report, lut_path=args.lut, lut_size=args.lut_size, hald_path=args.hald,
         )
-    report = result.report
     if not args.quiet:
-        for note in report["segment_notes"]:
+        for note in result.segmentation.mask_notes:
             print(f"photostyle: note: {note}", file=sys.stderr)
-        for part in report["segmentation"].get("pairing", []):
+        for part in result.segmentation.pairing:
             print(f"photostyle: part: {part['text']}", file=sys.stderr)
-        if report.get("lut"):
-            lut = report["lut"]
-            written = " and ".join(p for p in (lut["cube"], lut["hald"]) if p)
+        if result.look is not None:
+            look = result.look
+            written = " and ".join(p for p in (look.cube, look.hald) if p)
             print(f"photostyle: wrote the look as {written}: it reproduces the result to CIEDE2000 "
-                  f"{lut['ciede2000_mean']:.2f} on average, {lut['ciede2000_p95']:.2f} at the 95th percentile "
-                  f"({lut['note']})", file=sys.stderr)
-        secs = sum(report["seconds"].values())
-        print(f"wrote {output} ({report['output_size'][1]}x{report['output_size'][0]}) in {secs:.1f} s", file=sys.stderr)
-    if report["interrupted"]:
-        hint = "; add --resume to the same command to continue" if report["resume_state"] else ""
-        raise Interrupted(f"interrupted after {report['steps']} steps; the best result so far was written to {output}{hint}")
+                  f"{look.ciede2000_mean:.2f} on average, {look.ciede2000_p95:.2f} at the 95th percentile "
+                  f"({look.note})", file=sys.stderr)
+        height, width = result.image.shape[-2:]
+        print(f"wrote {output} ({width}x{height}) in {result.total_seconds:.1f} s", file=sys.stderr)
+    if result.interrupted:
+        hint = "; add --resume to the same command to continue" if result.resume_state else ""
+        raise Interrupted(f"interrupted after {result.steps} steps; the best result so far was written to {output}{hint}")
     return 0
 
 

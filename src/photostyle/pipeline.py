@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,12 @@ import torch
 from . import io
 from .colour import blend_lab, segment_colour_transfer
 from .critic import Critic
-from .errors import MaskError
 from .features import VGGEncoder
 from .losses import ContentLoss, PhotorealismLoss, SegmentStyleLoss
-from .masks import Segmentation, load_mask_pair
 from .optimise import Callback, optimise
 from .runtime import (check_photo_size, compute_dtype, encode, fit_sizes, get_encoder, get_quality_critic,
                       memory_hint, peak_rss_mb, resolve_device, segment_side)
-from .segmentation.auto import segment_pair, segment_shape
+from .segmentation.auto import MaskSource, SegmentationOutcome, segment_pair
 from .settings import TransferConfig, level_sizes
 from .state import StateFile, fingerprint
 from .upsample import local_affine_upsample
@@ -39,22 +37,88 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class CriticScore:
+    """The aesthetic critic's score of the start point and of the result (working size).
+
+    Attributes:
+        name: the critic (``"nima"``, ``"brisque"``, ``"niqe"``).
+        higher_is_better: whether a larger score means a better photo.
+        before: score of the image the optimisation started from.
+        after: score of the optimised image.
+    """
+
+    name: str
+    higher_is_better: bool
+    before: float
+    after: float
+
+
+@dataclass
+class LookExport:
+    """The global colour map written by :func:`transfer` (``lut_path``/``hald_path``) and how well it fits.
+
+    Attributes:
+        cube: the ``.cube`` file written, or ``None``.
+        size: nodes per axis of the LUT.
+        hald: the Hald CLUT written, or ``None``.
+        ciede2000_mean: mean CIEDE2000 between the result and the LUT applied to the content.
+        ciede2000_p95: its 95th percentile.
+        note: what a global map cannot hold.
+    """
+
+    cube: str | None
+    size: int
+    hald: str | None
+    ciede2000_mean: float
+    ciede2000_p95: float
+    note: str = "a global map: the local, per-region parts of the look are not in it"
+
+
+@dataclass
 class TransferResult:
-    """What :func:`stylise` returns.
+    """What :func:`stylise` (and :func:`transfer`) return: the picture and everything about the run.
 
     Attributes:
         image: ``(1, 3, H, W)`` in [0, 1] at the output size.
-        working: ``(1, 3, h, w)`` the optimised image at working size.
-        report: timings (s) per stage, loss terms, settings, weights, segments.
-        content_segments: the segments used for the content photo (labels shared with the style's).
-        style_segments: the segments used for the style photo.
+        working: ``(1, 3, h, w)`` in [0, 1], the optimised image at working size.
+        segmentation: where the segments came from and the segments themselves
+            (``.content``, ``.style``, ``.labels``, ``.notes``, ``.pairing``).
+        config: the settings used, after :func:`fit_sizes`.
+        device: the device the work ran on (``"cpu"``, ``"cuda:0"``).
+        precision: the feature network's compute precision (``"float32"``, ``"bfloat16"``).
+        network: the feature network and its weights, in words.
+        loss: the last step's loss terms (``content``, ``style``, ``photo``, [``critic``], ``total``).
+        critic: the critic's scores, or ``None`` without a critic.
+        steps: optimisation steps done, over all levels.
+        interrupted: the optimisation was stopped (Ctrl-C, SIGTERM) before its last step.
+        seconds: wall time per stage (``load``, ``segment``, ``optimise``, ...), in s.
+        peak_rss_mb: the process's peak resident memory so far, in MiB.
+        output_written: :func:`transfer` wrote the output file (``False`` from :func:`stylise`).
+        resume_state: the resume state file left for ``--resume``, or ``None``.
+        look: the exported LUT and its fit (:func:`transfer` with ``lut_path``/``hald_path``), else ``None``.
     """
 
     image: torch.Tensor
     working: torch.Tensor
-    report: dict[str, Any] = field(default_factory=dict)
-    content_segments: Segmentation | None = None
-    style_segments: Segmentation | None = None
+    segmentation: SegmentationOutcome
+    config: TransferConfig
+    device: str
+    precision: str
+    network: str
+    loss: dict[str, float]
+    critic: CriticScore | None
+    steps: int
+    interrupted: bool
+    seconds: dict[str, float]
+    peak_rss_mb: float
+    output_written: bool = False
+    resume_state: str | None = None
+    look: LookExport | None = None
+
+    @property
+    def total_seconds(self) -> float:
+        """Wall time of all stages, in s."""
+        return sum(self.seconds.values())
 
     def to_pil(self) -> Any:
         """The result as an 8-bit RGB ``PIL.Image.Image``."""
@@ -68,8 +132,30 @@ class TransferResult:
         return io.save_image(self.image.cpu(), path, overwrite=overwrite, quality=quality)
 
     def to_json(self) -> str:
-        """The report (settings, timings, losses, segments) as JSON, as ``--report`` writes it."""
-        return json.dumps(self.report, indent=2, default=str) + "\n"
+        """The report (settings, timings, losses, segments) as indented JSON: the ``--report`` file,
+        and the web page's record of a job."""
+        report = {
+            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()},
+            "device": self.device,
+            "precision": self.precision,
+            "network": self.network,
+            "segments": self.segmentation.labels,
+            "segmentation": self.segmentation.to_dict(),
+            "working_size": list(self.working.shape[-2:]),
+            "output_size": list(self.image.shape[-2:]),
+            "loss": self.loss,
+            "critic": None if self.critic is None else asdict(self.critic),
+            "steps": self.steps,
+            "interrupted": self.interrupted,
+            "seconds": self.seconds,
+            "output_written": self.output_written,
+            "resume_state": self.resume_state,
+            "segment_notes": self.segmentation.mask_notes,
+        }
+        if self.look is not None:
+            report["lut"] = asdict(self.look)
+        report["peak_rss_mb"] = self.peak_rss_mb
+        return json.dumps(report, indent=2, default=str) + "\n"
 
 
 class _Timer:
@@ -88,8 +174,8 @@ class _Timer:
 def stylise(
     content: torch.Tensor,
     style: torch.Tensor,
-    content_seg: Segmentation | None = None,
-    style_seg: Segmentation | None = None,
+    content_mask: MaskSource | None = None,
+    style_mask: MaskSource | None = None,
     config: TransferConfig | None = None,
     callback: Callback | None = None,
     timer: _Timer | None = None,
@@ -100,9 +186,11 @@ def stylise(
     Args:
         content: ``(1, 3, H, W)`` RGB in [0, 1], full resolution.
         style: ``(1, 3, H', W')`` RGB in [0, 1].
-        content_seg: segments of the content (any size; resized here), or ``None`` for one segment.
-        style_seg: segments of the style photo with the same labels in the same order.
-        config: settings (defaults: :class:`TransferConfig`).
+        content_mask: the content's hand-made segments: a DPST colour mask file, or a
+            :class:`Segmentation` (any size; resized here), or ``None``.
+        style_mask: the style photo's likewise (a :class:`Segmentation` with the same labels in the same order).
+        config: settings (defaults: :class:`TransferConfig`); ``config.segmentation`` says whether
+            the masks, automatic segments or none are used (:func:`~photostyle.segmentation.auto.segment_pair`).
         callback: called after each optimisation step (progress, intermediate saves).
         state: resume state: continued from when loaded, saved every ``state.every`` steps and on Ctrl-C.
 
@@ -117,6 +205,7 @@ def stylise(
     Raises:
         InputError: a photo is too small, or the sizes need more memory than there is (the message
             names a ``--size`` or photo size that fits).
+        MaskError: masks that cannot be used, only one mask, or ``"masks"`` without them.
         DeviceError: the device is missing or ran out of memory (the message names a size that may fit).
     """
     config = fit_sizes(config or TransferConfig(), *content.shape[-2:])
@@ -126,21 +215,13 @@ def stylise(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     content_full, style = content.to(device), style.to(device)
-    seg_side = segment_side(config.size)
-    segmentation: dict[str, Any] = {"segmenter": "given"}
-    if (content_seg is None or style_seg is None) and config.segmentation == "auto":
-        with timer("segment"):
-            outcome = segment_pair(
-                content_full, style, method="auto", segmenter=config.segmenter, metric=config.similarity_metric,
-                threshold=config.semantic_threshold, min_fraction=config.min_segment, max_side=seg_side,
-            )
-        content_seg, style_seg = outcome.content, outcome.style
-        segmentation = {"segmenter": outcome.segmenter, "grouping": outcome.grouping, "notes": outcome.notes,
-                        "pairing": outcome.pairing, "named": outcome.named}
-    if content_seg is None or style_seg is None:
-        content_seg = Segmentation(content.new_ones(1, 1, *segment_shape(*content.shape[-2:], seg_side)), ["all"])
-        style_seg = Segmentation(style.new_ones(1, 1, *segment_shape(*style.shape[-2:], seg_side)), ["all"])
-        segmentation = {"segmenter": "none"}
+    with timer("segment"):
+        segmentation = segment_pair(
+            content_full, style, method=config.segmentation, content_mask=content_mask, style_mask=style_mask,
+            segmenter=config.segmenter, metric=config.similarity_metric, threshold=config.semantic_threshold,
+            min_fraction=config.min_segment, max_side=segment_side(config.size),
+        )
+    content_seg, style_seg = segmentation.content, segmentation.style
 
     with timer("build_losses"):
         layers = tuple(sorted({config.content_layer, *config.style_layers}))
@@ -189,31 +270,16 @@ def stylise(
             detail=config.detail, flat=config.flat_threshold, flat_radius=_flat_radius(config, image),
         )
 
-    critic_report = None
+    score = None
     if critic is not None:
         with torch.no_grad():
-            critic_report = {
-                "name": critic.name,
-                "higher_is_better": critic.higher_is_better,
-                "before": float(critic(init)),
-                "after": float(critic(image)),
-            }
-    report = {
-        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
-        "device": str(device),
-        "precision": str(compute_dtype(config.precision, device) or torch.float32).removeprefix("torch."),
-        "network": encoder.description,
-        "segments": list(content_seg.labels),
-        "segmentation": segmentation,
-        "working_size": list(image.shape[-2:]),
-        "output_size": list(output.shape[-2:]),
-        "loss": terms,
-        "critic": critic_report,
-        "steps": steps,
-        "interrupted": interrupted,
-        "seconds": timer.seconds,
-    }
-    return TransferResult(output, image, report, content_seg, style_seg)
+            score = CriticScore(critic.name, critic.higher_is_better, float(critic(init)), float(critic(image)))
+    return TransferResult(
+        output, image, segmentation, config, device=str(device),
+        precision=str(compute_dtype(config.precision, device) or torch.float32).removeprefix("torch."),
+        network=encoder.description, loss=terms, critic=score, steps=steps, interrupted=interrupted,
+        seconds=timer.seconds, peak_rss_mb=peak_rss_mb(),
+    )
 
 
 def _flat_radius(config: TransferConfig, image: torch.Tensor) -> int:
@@ -304,8 +370,8 @@ def transfer(
     report of the run) must not be one of the inputs, whatever ``overwrite`` says, and an existing
     output or report is replaced only with ``overwrite``, or by ``resume`` when it continues a saved
     state of the same files and settings (the output and report are then that run's own). Then it
-    loads both photos, reads the masks, runs :func:`stylise` and writes the result atomically (the
-    content's EXIF and alpha are kept) and the report.
+    loads both photos, runs :func:`stylise` (which reads the masks) and writes the result atomically
+    (the content's EXIF and alpha are kept) and the report (:meth:`TransferResult.to_json`).
 
     With ``keep_state=N`` a resume state (:mod:`photostyle.state`) is saved next to the output
     every N steps (0: only on Ctrl-C) and deleted once the run finishes. An interrupted run writes
@@ -313,7 +379,7 @@ def transfer(
 
     ``lut_path`` (``.cube``, ``lut_size`` nodes per axis) and ``hald_path`` (Hald CLUT, 16-bit PNG)
     receive the global colour map that best reproduces the result from the content photo
-    (:mod:`photostyle.lut`); how well it does is in the report's ``"lut"``.
+    (:mod:`photostyle.lut`); how well it does is the result's ``look`` (the report's ``"lut"``).
 
     Raises:
         InputError: an output is an input, or a photo or mask cannot be used.
@@ -345,16 +411,8 @@ def transfer(
         style = io.load_image(style_path)
         for path, loaded in ((content_path, content), (style_path, style)):
             check_photo_size(str(path), *loaded.tensor.shape[-2:], config)
-    with timer("segment"):
-        content_seg, style_seg, notes = load_mask_pair(
-            content_mask, style_mask, tuple(content.tensor.shape[-2:]), tuple(style.tensor.shape[-2:])
-        )
-        if config.segmentation == "masks" and content_seg is None:
-            raise MaskError("--segmentation masks needs --content-mask and --style-mask; or use auto or none")
-        if config.segmentation == "none":
-            content_seg = style_seg = None
-    result = stylise(content.tensor, style.tensor, content_seg, style_seg, config, callback, timer, state)
-    interrupted = result.report["interrupted"]
+    result = stylise(content.tensor, style.tensor, content_mask, style_mask, config, callback, timer, state)
+    interrupted = result.interrupted
     if keep_partial or not interrupted:
         with timer("save"):
             io.save_image(
@@ -363,13 +421,12 @@ def transfer(
             )
     if state is not None and not interrupted:
         state.remove()
-    result.report["output_written"] = keep_partial or not interrupted
-    result.report["resume_state"] = str(state.path) if state is not None and state.path.is_file() else None
-    result.report["segment_notes"] = notes
+    result.output_written = keep_partial or not interrupted
+    result.resume_state = str(state.path) if state is not None and state.path.is_file() else None
     if (lut_path is not None or hald_path is not None) and not interrupted:
         with timer("lut"):
-            result.report["lut"] = _export_look(content.tensor, result.image, lut_path, lut_size, hald_path, own_files)
-    result.report["peak_rss_mb"] = peak_rss_mb()
+            result.look = _export_look(content.tensor, result.image, lut_path, lut_size, hald_path, own_files)
+    result.peak_rss_mb = peak_rss_mb()
     if report_path is not None:
         io.write_atomically(report_path, result.to_json())
     return result
@@ -378,7 +435,7 @@ def transfer(
 def _export_look(
     content: torch.Tensor, result: torch.Tensor, lut_path: str | Path | None, size: int,
     hald_path: str | Path | None, overwrite: bool,
-) -> dict[str, Any]:
+) -> LookExport:
     """Fit the global LUT of ``content`` -> ``result`` ``(1, 3, H, W)``, write it, and say how well it fits."""
     from .lut import fit_error, fit_lut
 
@@ -389,9 +446,8 @@ def _export_look(
     if hald_path is not None:
         look.write_hald(hald_path, overwrite=overwrite)
     error = fit_error(look, content, result.cpu())
-    return {"cube": None if lut_path is None else str(lut_path), "size": size,
-            "hald": None if hald_path is None else str(hald_path), "ciede2000_mean": error["mean"],
-            "ciede2000_p95": error["p95"], "note": "a global map: the local, per-region parts of the look are not in it"}
+    return LookExport(None if lut_path is None else str(lut_path), size, None if hald_path is None else str(hald_path),
+                      error["mean"], error["p95"])
 
 
 def _fingerprint(inputs: tuple[str | Path | None, ...], config: TransferConfig) -> str:

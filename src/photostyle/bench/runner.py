@@ -170,30 +170,29 @@ def _load_pair(pair: Pair) -> _LoadedPair:
 def _run_photostyle(loaded: _LoadedPair, config: TransferConfig, masks: MaskMode, output: Path) -> dict[str, Any]:
     """Run the transfer, write ``output`` and return the cost record."""
     device = resolve_device(config.device)
-    content_seg, style_seg = (loaded.content_seg, loaded.style_seg) if masks == "hand" else (None, None)
-    if masks != "hand":  # "auto" segments inside the transfer; "none" uses one global style
-        config = replace(config, segmentation=masks)
+    # the pipeline decides (segment_pair): the pair's hand masks if given, else automatic segments; or none
+    hand = (loaded.content_seg, loaded.style_seg) if masks == "hand" else (None, None)
+    config = replace(config, segmentation="none" if masks == "none" else "auto")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    result = stylise(loaded.content, loaded.style, content_seg, style_seg, config)
+    result = stylise(loaded.content, loaded.style, *hand, config)
     total = time.perf_counter() - start
     io.save_image(result.image.cpu(), output, overwrite=True)
-    report = result.report
     look = fit_lut(loaded.content, result.image.cpu())  # how much of the look a global 33^3 LUT carries
     return {
         "lut_fit_ciede2000": fit_error(look, loaded.content, result.image.cpu()),
-        "seconds": report["seconds"],
+        "seconds": result.seconds,
         "total_seconds": total,
         "peak_rss_mb": peak_rss_mb(),
         "gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "device": report["device"],
+        "device": result.device,
         "masks": masks,
-        "segments": report["segments"],
-        "steps": report["steps"],
-        "loss": report["loss"],
-        "interrupted": report["interrupted"],
-        "network": report["network"],
+        "segments": result.segmentation.labels,
+        "steps": result.steps,
+        "loss": result.loss,
+        "interrupted": result.interrupted,
+        "network": result.network,
     }
 
 

@@ -104,7 +104,7 @@ def _worker(config_json: str, content: str, style: str, output: str, report: str
 
     config = TransferConfig(**json.loads(config_json))
     result = transfer(content, style, output, config, overwrite=True, report_path=report)
-    if torch.cuda.is_available() and result.report["device"].startswith("cuda"):
+    if torch.cuda.is_available() and result.device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**20
         data = json.loads(Path(report).read_text())
         data["gpu_peak_mb"] = peak

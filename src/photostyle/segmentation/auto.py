@@ -1,9 +1,9 @@
 """The one function the pipeline calls to get matching segments for a content and a style photo.
 
-:func:`segment_pair` chooses between the user's hand-made masks, automatic segmentation and
-none, and for automatic segmentation between a labelled scene parser (ADE20K, whose labels
-are grouped by WordNet similarity as in Spenhouet et al. 2019) and, without its weights, region
-matching (``regmatch``: each photo segmented alone from ImageNet VGG16 features, regions paired
+:func:`segment_pair` is the one place that chooses between the user's hand-made masks, automatic
+segmentation and none (one segment), and for automatic segmentation between a labelled scene
+parser (ADE20K, whose labels are grouped by WordNet similarity as in Spenhouet et al. 2019) and,
+without its weights, region matching (``regmatch``: each photo segmented alone from ImageNet VGG16 features, regions paired
 by meaning; no extra weights). Unlabelled parts are named by place and colour. :func:`save_overlay` draws a
 segmentation over its photo with a legend, for the command line's ``segment``.
 
@@ -28,12 +28,15 @@ from photostyle.masks import Segmentation, _legend, load_mask_pair
 from photostyle.segmentation.base import Segmenter, check_image, get_segmenter
 from photostyle.segmentation.names import describe_pairing, name_segments
 
-__all__ = ["SEGMENT_SIDE", "Method", "SegmentationOutcome", "choose_segmenter", "save_overlay", "segment_pair",
-           "segment_shape"]
+__all__ = ["SEGMENT_SIDE", "MaskSource", "Method", "SegmentationOutcome", "choose_segmenter", "save_overlay",
+           "segment_pair", "segment_shape"]
 
 logger = logging.getLogger(__name__)
 
 Method = Literal["auto", "masks", "none"]
+
+MaskSource = str | os.PathLike[str] | Segmentation
+"""A hand-made mask: a DPST colour mask file, or a :class:`Segmentation` already made."""
 
 SEGMENT_SIDE = 1024
 """Default bound in px on the long side at which photos are segmented: three times the default
@@ -42,30 +45,56 @@ working size, and about 170 MB of co-segmentation; larger photos are shrunk firs
 
 @dataclass
 class SegmentationOutcome:
-    """What :func:`segment_pair` found.
+    """What :func:`segment_pair` decided and found.
 
     Attributes:
-        content: segmentation of the content photo at its size (automatic: shrunk to
-            :func:`segment_shape` if larger), or ``None`` (method ``"none"``).
+        content: segmentation of the content photo: masks ``(1, K, h, w)`` in [0, 1] at its size
+            (automatic and ``"none"``: shrunk to :func:`segment_shape` if larger).
         style: segmentation of the style photo likewise, with the same labels in the same order.
-        segmenter: ``"masks"``, ``"none"`` or the registry name of the backend used.
+        segmenter: ``"given"`` (hand masks), ``"none"`` (one segment ``"all"``) or the registry
+            name of the automatic backend used.
         grouping: :meth:`photostyle.grouping.GroupingResult.to_dict` for labelled backends, else ``None``.
-        notes: one line per decision worth reporting (backend chosen, segments matched or dropped).
+        notes: one line per decision worth reporting: for automatic segments the backend chosen and
+            segments matched or dropped; for hand masks what matching them changed.
         pairing: label by label, which part of the style photo gives which part of the content
             photo its look, in words, with the segmenter's confidence where it has one
-            (:func:`~photostyle.segmentation.names.describe_pairing`); empty for ``"none"``.
+            (:func:`~photostyle.segmentation.names.describe_pairing`); automatic segments only.
         named: ``True`` when the labels are names (ADE20K classes grouped by WordNet, or the
             masks' colours); ``False`` when an unlabelled segmenter's parts were named after
             where they lie and their colour (:func:`~photostyle.segmentation.names.name_segments`).
     """
 
-    content: Segmentation | None
-    style: Segmentation | None
+    content: Segmentation
+    style: Segmentation
     segmenter: str
     grouping: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     pairing: list[dict[str, Any]] = field(default_factory=list)
     named: bool = True
+
+    @property
+    def automatic(self) -> bool:
+        """Whether a segmenter found these segments (not hand masks, not ``"none"``)."""
+        return self.segmenter not in ("given", "none")
+
+    @property
+    def labels(self) -> list[str]:
+        """The segments' labels, shared by both photos."""
+        return list(self.content.labels)
+
+    @property
+    def mask_notes(self) -> list[str]:
+        """The notes on hand masks (what matching them changed): the report's ``"segment_notes"``;
+        empty for automatic segments, whose notes are in :meth:`to_dict`."""
+        return [] if self.automatic else self.notes
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's ``"segmentation"``: the segmenter, and for automatic segments its grouping,
+        notes, pairing and whether the labels are names (hand masks' notes are :attr:`mask_notes`)."""
+        if not self.automatic:
+            return {"segmenter": self.segmenter}
+        return {"segmenter": self.segmenter, "grouping": self.grouping, "notes": self.notes,
+                "pairing": self.pairing, "named": self.named}
 
 
 def choose_segmenter(name: str | Segmenter = "auto") -> tuple[Segmenter, list[str]]:
@@ -99,9 +128,9 @@ def segment_pair(
     style: torch.Tensor,
     *,
     method: Method = "auto",
+    content_mask: MaskSource | None = None,
+    style_mask: MaskSource | None = None,
     segmenter: str | Segmenter = "auto",
-    content_mask: str | os.PathLike[str] | None = None,
-    style_mask: str | os.PathLike[str] | None = None,
     metric: str = "li",
     threshold: float = 0.8,
     min_fraction: float = 0.01,
@@ -109,55 +138,60 @@ def segment_pair(
 ) -> SegmentationOutcome:
     """Segments with the same labels, in the same order, for a content and a style photo.
 
-    * ``method="masks"``: DPST colour-coded masks ``content_mask`` and ``style_mask`` are read
-      at each photo's size and matched by colour (:func:`~photostyle.masks.match_segmentations`).
-    * ``method="none"``: no segments (the transfer then uses one global style).
-    * ``method="auto"``: see :func:`choose_segmenter`. A labelled backend (ADE20K) segments each
-      photo, then labels are grouped by WordNet similarity (:func:`~photostyle.grouping.group_labels`
-      with ``metric``, ``threshold`` and the labels' areas) and the masks of each group summed; an
-      unlabelled one (regmatch, coseg) segments the pair and pairs the parts itself. Either way segments smaller than
-      ``min_fraction`` of either photo are merged into a neighbour.
+    The one place that decides where a transfer's segments come from:
 
-    For ``"auto"``, photos larger than ``max_side`` on their long side are segmented at
-    :func:`segment_shape`: the segmenters never see a long side above ``max_side`` px.
+    * hand masks, when ``content_mask`` and ``style_mask`` are given and ``method`` is ``"auto"``
+      or ``"masks"``: DPST colour-coded mask files are read at each photo's size and matched by
+      colour (:func:`~photostyle.masks.load_mask_pair`; its notes are the outcome's); two
+      :class:`Segmentation` are used as they are. The segmenter is ``"given"``.
+    * ``method="none"``: one segment ``"all"`` covering each photo, at :func:`segment_shape`
+      (the transfer then uses one global style); mask files are still checked, then not used.
+    * ``method="auto"`` without masks: see :func:`choose_segmenter`. A labelled backend (ADE20K)
+      segments each photo, then labels are grouped by WordNet similarity
+      (:func:`~photostyle.grouping.group_labels` with ``metric``, ``threshold`` and the labels'
+      areas) and the masks of each group summed; an unlabelled one (regmatch, coseg) segments the
+      pair and pairs the parts itself. Either way segments smaller than ``min_fraction`` of either
+      photo are merged into a neighbour. Photos larger than ``max_side`` on their long side are
+      segmented at :func:`segment_shape`: the segmenters never see a long side above ``max_side`` px.
 
     Args:
         content: ``(1, 3, H, W)`` float RGB in [0, 1].
         style: ``(1, 3, H', W')`` float RGB in [0, 1].
-        method: where segments come from.
-        segmenter: for ``"auto"``: ``"auto"``, a registry name, or a :class:`Segmenter`.
-        content_mask: for ``"masks"``: the content photo's DPST mask file.
-        style_mask: for ``"masks"``: the style photo's DPST mask file.
+        method: where segments come from: ``"auto"``, ``"masks"`` (hand masks, required) or ``"none"``.
+        content_mask: the content photo's DPST mask file, or its :class:`Segmentation`.
+        style_mask: the style photo's likewise.
+        segmenter: for automatic segmentation: ``"auto"``, a registry name, or a :class:`Segmenter`.
         metric: WordNet similarity metric for grouping (:data:`photostyle.grouping.METRICS`).
         threshold: similarity in [0, 1] at which shared labels merge.
         min_fraction: smallest segment, as a fraction of each photo's area.
-        max_side: for ``"auto"``, bound in px on the long side of what is segmented (``None``: none).
+        max_side: bound in px on the long side of what is segmented (``None``: none).
 
     Returns:
         :class:`SegmentationOutcome` with masks ``(1, K, h, w)`` and ``(1, K, h', w')``: each
-        photo's :func:`segment_shape` for ``"auto"``, its own size for ``"masks"``.
+        photo's :func:`segment_shape` for automatic segments and ``"none"``, its own size for mask files.
 
     Raises:
-        MaskError: ``"masks"`` without both mask files, or masks that cannot be used.
+        MaskError: ``"masks"`` without both masks, only one mask given, or masks that cannot be used.
         WeightsError: the chosen backend's weights are missing.
         ValueError: unknown ``method``.
     """
     check_image(content)
     check_image(style)
-    if method == "none":
-        return SegmentationOutcome(None, None, "none", notes=["no segmentation: one global style"])
-    if method == "masks":
-        if content_mask is None or style_mask is None:
-            raise MaskError(f"segmentation 'masks' needs a content mask and a style mask but received "
-                            f"content_mask={content_mask}, style_mask={style_mask}; give both, or use 'auto'")
+    if method not in ("auto", "masks", "none"):
+        raise ValueError(f"unknown segmentation method {method!r}; expected 'auto', 'masks' or 'none'")
+    if isinstance(content_mask, Segmentation) and isinstance(style_mask, Segmentation):
+        content_seg, style_seg, notes = content_mask, style_mask, []
+    else:  # mask files are read (and a lone or unusable one refused) whatever the method
         content_seg, style_seg, notes = load_mask_pair(
             content_mask, style_mask, tuple(content.shape[-2:]), tuple(style.shape[-2:])
         )
-        pairing = describe_pairing(content, style, content_seg, style_seg)
-        return SegmentationOutcome(content_seg.to(content.device), style_seg.to(style.device), "masks", notes=notes,
-                                   pairing=pairing)
-    if method != "auto":
-        raise ValueError(f"unknown segmentation method {method!r}; expected 'auto', 'masks' or 'none'")
+    if method == "none":
+        return SegmentationOutcome(_whole(content, max_side), _whole(style, max_side), "none", notes=notes)
+    if content_seg is not None and style_seg is not None:
+        return SegmentationOutcome(content_seg, style_seg, "given", notes=notes)
+    if method == "masks":
+        raise MaskError("segmentation 'masks' needs a content mask and a style mask (--content-mask and "
+                        "--style-mask); give both, or use auto or none")
 
     backend, notes = choose_segmenter(segmenter)
     content, style = _shrink(content, max_side), _shrink(style, max_side)
@@ -199,6 +233,11 @@ def segment_shape(height: int, width: int, max_side: int | None = SEGMENT_SIDE) 
         return height, width
     scale = max_side / long
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _whole(image: torch.Tensor, max_side: int | None) -> Segmentation:
+    """One segment ``"all"`` covering ``image`` ``(1, 3, H, W)``, at :func:`segment_shape`."""
+    return Segmentation(image.new_ones(1, 1, *segment_shape(*image.shape[-2:], max_side)), ["all"])
 
 
 def _shrink(image: torch.Tensor, max_side: int | None) -> torch.Tensor:

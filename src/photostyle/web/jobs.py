@@ -347,7 +347,7 @@ class JobRunner:
             if job.cancel.is_set():
                 self._cancelled(job, job.error or "cancelled")
                 return
-            if result.report["interrupted"]:
+            if result.interrupted:
                 job.error, job.state = "the server was stopped before this photo was finished", "failed"
                 return
             job.phase, job.finishing_since = "finishing", job.finishing_since or time.monotonic()
@@ -401,8 +401,8 @@ class JobRunner:
         io.save_image(image, job.folder / job.display["after"], overwrite=True, quality=95)
         job.files |= {job.result_name, job.display["after"]}
         job.segments = self._save_segments(job, result, guide)
-        job.report = json.loads(json.dumps(result.report, default=str))
-        optimise = float(result.report.get("seconds", {}).get("optimise", 0.0))
+        job.report = json.loads(result.to_json())
+        optimise = result.seconds.get("optimise", 0.0)
         now = time.monotonic()
         self.history.append({
             "optimise": optimise, "work": max(job.total * job.config.size ** 2, 1),
@@ -417,22 +417,19 @@ class JobRunner:
 
         legend: dict[str, tuple[int, int, int]] = {}
         images = []
-        segs = {"content": result.content_segments, "style": result.style_segments}
+        segs = {"content": result.segmentation.content, "style": result.segmentation.style}
         for kind, seg in segs.items():
-            if seg is not None:
-                name = f"segments-{kind}_segments.png"
-                legend.update(save_colour_mask(seg, job.folder / name, overwrite=True))
-                job.files.add(name)
-                images.append({"name": f"{kind}_segments", "url": job.url(name)})
-        labels = list(result.report.get("segments", []))
+            name = f"segments-{kind}_segments.png"
+            legend.update(save_colour_mask(seg, job.folder / name, overwrite=True))
+            job.files.add(name)
+            images.append({"name": f"{kind}_segments", "url": job.url(name)})
+        labels = result.segmentation.labels
         out: dict[str, Any] = {
             "labels": [{"label": label, "colour": legend.get(label)} for label in labels],
             "images": images, "pairings": [], "overlays": {}, "editable": False,
-            "source": {"auto": result.report.get("segmentation", {}).get("segmenter", "none"),
+            "source": {"auto": result.segmentation.segmenter,
                        "edited": "your edited pairings", "hand": "your masks"}.get(job.masks, job.masks),
         }
-        if segs["content"] is None or segs["style"] is None or not labels:
-            return out
         style_img = io.load_image(job.folder / job.display["style"]).tensor
         pictures = {"content": guide, "style": shrink(style_img, PREVIEW_SIDE)}
         parts = {}
@@ -452,9 +449,8 @@ class JobRunner:
                 name = f"pair-{k}-{kind}.jpg"
                 io.save_image(regions.highlight(thumb, thumb_index, k), job.folder / name, overwrite=True, quality=88)
                 job.files.add(name)
-        segmentation = result.report.get("segmentation", {})
-        out["pairings"] = regions.pairings(labels, parts["content"], parts["style"], segmentation.get("pairing", []),
-                                           named=segmentation.get("named", True))
+        out["pairings"] = regions.pairings(labels, parts["content"], parts["style"], result.segmentation.pairing,
+                                           named=result.segmentation.named)
         for entry in out["pairings"]:
             k = entry["index"]
             entry["thumbs"] = {kind: job.url(f"pair-{k}-{kind}.jpg") for kind in ("content", "style")}

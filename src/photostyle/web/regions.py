@@ -1,7 +1,7 @@
 """Segments as a photographer reads them: pairings in words, tinted pictures, masks for a re-run.
 
-A transfer matches parts of the content photo to parts of the style photo (the report's
-``content_segments`` and ``style_segments``: the same labels in the same order). Automatic
+A transfer matches parts of the content photo to parts of the style photo (the result's
+``segmentation.content`` and ``segmentation.style``: the same labels in the same order). Automatic
 segments are named by where they lie and their colour (:mod:`photostyle.segmentation.names`) and
 hand masks by their colour, so each part of each photo is described the same way ("top,
 sky-like, blue, 38 %"); a real label (an ADE20K class such as "sky") is kept in front, and the
