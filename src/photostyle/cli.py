@@ -442,11 +442,44 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _forget_caught_interrupt()
+
+
+def _forget_caught_interrupt() -> None:
+    """Clear CPython's note that a KeyboardInterrupt went unhandled, once :func:`main` handled it.
+
+    A KeyboardInterrupt raised by :func:`_stop` inside code that ``exec`` or ``eval`` runs from a
+    string (``dataclasses`` and ``numpy`` build functions so while ``import torch`` runs) is noted
+    by CPython as unhandled although :func:`main` catches it, and ``python -m photostyle.cli`` then
+    ends by killing itself with SIGINT (exit status -2) instead of exiting with 130 or 143. Every
+    ``exec`` of a string starts by clearing that note, so one more, of nothing, clears it.
+    """
+    exec("")
+
+
+def _import_torch_held() -> None:
+    """Import torch (and numpy) with SIGINT and SIGTERM held, then let a signal that came meanwhile in.
+
+    A KeyboardInterrupt raised by :func:`_stop` in the middle of torch's own start-up (Python code
+    that its C++ calls) can abort the interpreter or leave torch half-imported; held, the signal
+    arrives once the import is over and stops the run as anywhere else. Nothing to hold off the main
+    thread or without ``pthread_sigmask`` (Windows).
+    """
+    held = {signal.SIGINT, signal.SIGTERM}
+    hold = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if hold:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        import torch  # noqa: F401
+    finally:
+        if hold:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _import_torch_held()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         with warnings.catch_warnings():
