@@ -187,8 +187,8 @@ def stylise(
         content: ``(1, 3, H, W)`` RGB in [0, 1], full resolution.
         style: ``(1, 3, H', W')`` RGB in [0, 1].
         content_mask: the content's hand-made segments: a DPST colour mask file, or a
-            :class:`Segmentation` (any size; resized here), or ``None``.
-        style_mask: the style photo's likewise (a :class:`Segmentation` with the same labels in the same order).
+            :class:`~photostyle.masks.Segmentation` (any size; resized here), or ``None``.
+        style_mask: the style photo's likewise (a ``Segmentation`` with the same labels in the same order).
         config: settings (defaults: :class:`TransferConfig`); ``config.segmentation`` says whether
             the masks, automatic segments or none are used (:func:`~photostyle.segmentation.auto.segment_pair`).
         callback: called after each optimisation step (progress, intermediate saves).
