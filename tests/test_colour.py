@@ -72,6 +72,23 @@ def test_distribution_method_matches_joint_colour_distribution_and_stays_in_gamu
     assert torch.allclose(out.mean((2, 3)), style.mean((2, 3)), atol=0.03)
 
 
+def test_a_soft_style_mask_weighs_its_pixels():
+    """A style mask holding its dark half at weight 1/4 and its bright half at 1: a fifth of the
+    result is dark (a hard mask over both halves would give a half)."""
+    torch.manual_seed(0)
+    content = torch.rand(1, 3, 40, 40)
+    style = torch.full((1, 3, 40, 40), 0.9)
+    style[..., :20, :] = 0.1
+    weights = torch.ones(1, 1, 40, 40)
+    weights[..., :20, :] = 0.25
+    out = segment_colour_transfer(content, style, torch.ones(1, 1, 40, 40), weights, method="distribution")
+    dark = float((out.mean(1) < 0.5).float().mean())
+    assert abs(dark - 0.2) < 0.03
+    hard = segment_colour_transfer(content, style, torch.ones(1, 1, 40, 40), torch.ones(1, 1, 40, 40),
+                                   method="distribution")
+    assert abs(float((hard.mean(1) < 0.5).float().mean()) - 0.5) < 0.03
+
+
 def test_blend_lab_fades_lightness_and_colour_apart():
     torch.manual_seed(0)
     content = torch.rand(1, 3, 12, 14) * 0.6 + 0.2

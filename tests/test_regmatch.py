@@ -19,6 +19,7 @@ from photostyle.segmentation.regmatch import (
     kmeans,
     pair_regions,
     region_descriptors,
+    transport_plan,
 )
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
@@ -135,7 +136,7 @@ def test_unchosen_region_with_a_confident_partner_takes_its_nearest():
         content[0, k, :, 3 * k : 3 * k + 3] = 1
     style = _halves(8, 8, vertical=True)
     d = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.2, 1.0]]), dim=1)
-    c, s, pairing = pair_regions(content, style, d, torch.eye(2), layout=0.0, min_similarity=0.5)
+    c, s, pairing = pair_regions(content, style, d, torch.eye(2), method="argmax", layout=0.0, min_similarity=0.5)
     k = next(k for k in range(3) if _iou(c.masks[0, k], content[0, 2]) > 0.99)
     assert pairing.pairs[k].source == "nearest" and pairing.pairs[k].style_regions == [1]
     assert _iou(s.masks[0, k], style[0, 1]) > 0.99
@@ -156,6 +157,62 @@ def test_max_labels_merges_the_most_alike_labels():
         members = sorted(pairing.pairs[k].content_regions)
         assert members in ([0, 1], [2, 3]) and sorted(pairing.pairs[k].style_regions) == members
     assert torch.equal(c.masks.sum(dim=1), torch.ones(1, 4, 16))  # still a partition
+
+
+def _strips(h: int, widths: list[float], vertical: bool = False) -> torch.Tensor:
+    """Hard masks (1, K, h, h) of side-by-side strips (stacked when ``vertical``) of these width fractions."""
+    masks = torch.zeros(1, len(widths), h, h)
+    edges = [0] + [round(h * sum(widths[: k + 1])) for k in range(len(widths))]
+    for k in range(len(widths)):
+        if vertical:
+            masks[0, k, edges[k] : edges[k + 1]] = 1
+        else:
+            masks[0, k, :, edges[k] : edges[k + 1]] = 1
+    return masks
+
+
+def _look(style: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``(K,)`` share of a label's look that each style region gives (its weighted area, normalised)."""
+    mass = (style[0] * weight).sum(dim=(1, 2))
+    return mass / mass.sum()
+
+
+def test_transport_plan_sends_all_content_area_and_respects_kinds():
+    score = torch.tensor([[0.9, 0.9, 0.2], [0.2, 0.2, 0.9]])
+    area_c, area_s = torch.tensor([0.5, 0.5]), torch.tensor([0.1, 0.4, 0.5])
+    plan = transport_plan(score, area_c, area_s, epsilon=0.02)
+    assert torch.allclose(plan.sum(dim=1), area_c, atol=1e-5)
+    assert float(plan[0, 2]) < 1e-3 and float(plan[1, :2].sum()) < 1e-3  # no mass across kinds
+    assert float(plan[0, 1] / plan[0, 0]) == pytest.approx(4.0, rel=0.05)  # within a kind, by area
+
+
+def test_a_kind_split_in_two_takes_the_style_kind_in_proportion():
+    """Content: kind A in two strips (30% + 30%), kind B (40%). Style: kind A in a small (10%) and a large
+    (40%) strip, kind B (50%). Each content strip of A must take A's look in the style's proportion
+    (1 : 4), not one style strip each (the argmax rule gives one of them all of A and the other a part)."""
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    content, style = _strips(40, [0.3, 0.3, 0.4]), _strips(40, [0.1, 0.4, 0.5], vertical=True)
+    c, s, pairing = pair_regions(content, style, torch.stack([a, a, b]), torch.stack([a, a, b]))
+    for k, pair in enumerate(pairing.pairs):
+        look = _look(style, s.masks[0, k])
+        if pair.content_regions in ([0], [1]):
+            assert torch.allclose(look, torch.tensor([0.2, 0.8, 0.0]), atol=0.03), (k, look)
+        else:
+            assert pair.content_regions == [2] and float(look[2]) > 0.99
+    _, s_argmax, p_argmax = pair_regions(content, style, torch.stack([a, a, b]), torch.stack([a, a, b]),
+                                         method="argmax")
+    looks = [_look(style, s_argmax.masks[0, k]) for k, p in enumerate(p_argmax.pairs) if p.content_regions != [2]]
+    assert any(not torch.allclose(look, torch.tensor([0.2, 0.8, 0.0]), atol=0.1) for look in looks)
+
+
+def test_a_large_kind_does_not_spill_into_another_kind():
+    """Content: 80% sky, 20% ground; style: 20% sky, 80% ground. The sky takes only the style's sky,
+    though a balanced plan would have to send most of it onto ground."""
+    sky, ground = torch.tensor([0.95, 0.31]), torch.tensor([0.31, 0.95])  # cosine 0.59 across kinds
+    content, style = _strips(40, [0.8, 0.2], vertical=True), _strips(40, [0.2, 0.8], vertical=True)
+    c, s, pairing = pair_regions(content, style, torch.stack([sky, ground]), torch.stack([sky, ground]))
+    k = next(k for k, p in enumerate(pairing.pairs) if p.content_regions == [0])
+    assert float(_look(style, s.masks[0, k])[1]) < 0.01 and pairing.pairs[k].style_regions == [0]
 
 
 def test_pairing_to_dict_is_json_ready():
@@ -193,7 +250,8 @@ def test_pair_contract_with_random_weights():
     c, s = segmenter.segment_pair(content, style)
     assert isinstance(c, Segmentation) and c.labels == s.labels and 1 <= len(c.labels) <= 4
     assert c.masks.shape == (1, len(c.labels), 40, 56) and s.masks.shape == (1, len(s.labels), 48, 36)
-    assert c.is_hard() and s.is_hard() and torch.equal(c.masks.sum(dim=1), torch.ones(1, 40, 56))
+    assert c.is_hard() and torch.equal(c.masks.sum(dim=1), torch.ones(1, 40, 56))
+    assert float(s.masks.min()) >= 0 and float(s.masks.max()) == 1  # soft style weights, each label's largest 1
     assert bool((s.masks.sum(dim=(0, 2, 3)) > 0).all())  # every label has a style partner
     pairing = segmenter.last_pairing
     assert [p.label for p in pairing.pairs] == c.labels

@@ -60,6 +60,15 @@ def _quantiles(values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     return q + torch.arange(len(levels), device=q.device, dtype=q.dtype) * 1e-6
 
 
+def _weighted_quantiles(values: torch.Tensor, weights: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Quantiles of each row of ``values`` (C, N) whose points weigh ``weights`` (N,): ``(C, Q)``."""
+    ordered, index = values.sort(dim=1)
+    w = weights[index]  # (C, N)
+    cdf = (w.cumsum(dim=1) - 0.5 * w) / w.sum(dim=1, keepdim=True)
+    q = _interp(levels.expand(len(values), -1).contiguous(), cdf.contiguous(), ordered)
+    return q + torch.arange(len(levels), device=q.device, dtype=q.dtype) * 1e-6
+
+
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
     """Piecewise-linear map of ``x`` (C, N) through knots ``xp -> fp`` (C, Q), held flat outside."""
     idx = torch.searchsorted(xp.contiguous(), x.contiguous()).clamp(1, xp.shape[-1] - 1)
@@ -70,7 +79,8 @@ def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor
 
 
 def _sliced_transport(
-    pixels: torch.Tensor, source: torch.Tensor, target: torch.Tensor, iterations: int, seed: int
+    pixels: torch.Tensor, source: torch.Tensor, target: torch.Tensor, iterations: int, seed: int,
+    target_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Iterative distribution transfer (Pitie et al. 2007) in RGB.
 
@@ -85,7 +95,8 @@ def _sliced_transport(
     for _ in range(iterations):
         basis = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))[0].to(pixels)
         q_source = _quantiles(basis.T @ source, levels)
-        q_target = _quantiles(basis.T @ target, levels)
+        q_target = (_quantiles(basis.T @ target, levels) if target_weights is None
+                    else _weighted_quantiles(basis.T @ target, target_weights, levels))
         source = basis @ _interp(basis.T @ source, q_source, q_target)
         pixels = basis @ _interp(basis.T @ pixels, q_source, q_target)
     return pixels
@@ -141,9 +152,16 @@ def segment_colour_transfer(
     if method == "distribution":
         flat_c, flat_s = content[0].flatten(1), style[0].flatten(1)
         mapped = []
-        for k, (mc, ms) in enumerate(zip(masks_c[0].flatten(1) > 0.5, masks_s[0].flatten(1) > 0.5)):
-            mc, ms = (mc if mc.any() else ~mc), (ms if ms.any() else ~ms)
-            mapped.append(_sliced_transport(flat_c, flat_c[:, mc], flat_s[:, ms], iterations, seed=k))
+        for k, (mc, ws) in enumerate(zip(masks_c[0].flatten(1) > 0.5, masks_s[0].flatten(1))):
+            mc = mc if mc.any() else ~mc
+            if bool(((ws == 0) | (ws == 1)).all()):  # a hard style mask: its pixels alike
+                ms = ws > 0.5
+                ms = ms if ms.any() else ~ms
+                mapped.append(_sliced_transport(flat_c, flat_c[:, mc], flat_s[:, ms], iterations, seed=k))
+            else:  # a soft style mask weighs its pixels
+                ms = ws > 0
+                mapped.append(_sliced_transport(flat_c, flat_c[:, mc], flat_s[:, ms], iterations, seed=k,
+                                                target_weights=ws[ms]))
         rgb = torch.stack(mapped).view(-1, *content.shape[1:])  # (K+1, 3, H, W)
         return (weights[0, :, None] * rgb).sum(0, keepdim=True).clamp(0, 1)
 

@@ -18,17 +18,26 @@ evening sky joins a coffee cup. Here the two questions are kept apart:
    normalised per photo as above (with the layer's mean weighted by ``semantic_norm``) and to
    unit length: deep, per-photo-normalised features say *what* a region is far more than how
    it looks (on the 45 DPST pairs' hand-made segments, the most similar style segment is the
-   right one for 96% of the content area). Every style region gives its look to the content
-   region most similar to it (cosine, minus ``layout`` times the difference of their mean
-   heights: sky stays above ground) when that score reaches ``min_similarity``. A content region
-   that no style region chose takes its most similar style region when the score reaches
-   ``min_similarity``, else the **whole style photo** (a global transfer: better than the look
-   of another kind of thing, e.g. an evening sky given the look of a coffee cup).
-3. **Labels.** Content regions with the same style partner(s) share a label
-   (``"region-0"``, ``"region-1"``, ... by decreasing content area); each unmatched content
-   region has its own label whose style mask is the whole style photo. So the style masks may overlap
-   (a style region used by two labels, or the whole photo); the losses and the colour start
-   point treat each label on its own.
+   right one for 96% of the content area). The score of a content and a style region is their
+   cosine similarity minus ``layout`` times the difference of their mean heights (sky stays
+   above ground). The regions are paired by **optimal transport** (:func:`transport_plan`): the
+   content photo's area is sent onto the style photo's, cheaply between regions that score
+   high, so that a content region takes its look from the style regions of its kind *in
+   proportion to their area*. Proportion matters: a yellow dahlia split into bright petals and
+   a shaded heart, given a red rose split into lit petals, shade and black gaps, must end up with
+   the rose's whole mix of colours, not the black gaps alone on its heart. The style marginal is
+   soft (``relax``), so a style region that is like nothing in the content is left out (no sky
+   from a cup), and only partners scoring within ``margin`` of a region's best are kept (a
+   large sky in the content does not spill into the style's ground because the style's sky is
+   small). A content region whose best score is below ``min_similarity`` takes the **whole
+   style photo** (a global transfer: better than the look of another kind of thing).
+   ``pairing="argmax"`` is the simpler rule: every style region gives its look to its most
+   similar content region.
+3. **Labels.** The most alike labels are merged until at most ``max_labels`` are left
+   (``"region-0"``, ``"region-1"``, ... by decreasing content area). A label's style mask weighs
+   each style region by the share of it the label takes (scaled so that its largest is 1), so
+   style masks are soft and may overlap; the losses and the colour start point weigh style
+   pixels by them.
 
 Every decision is recorded in a :class:`Pairing` (which style regions gave each label its look,
 how similar, how confident): :meth:`RegionMatchSegmenter.segment_pair` leaves it in
@@ -76,16 +85,17 @@ class RegionPair:
     Attributes:
         label: the shared label (``"region-0"``, ...).
         content_fraction: fraction of the content photo the label covers.
-        style_fraction: fraction of the style photo its style mask covers (1.0 for ``"global"``).
+        style_fraction: fraction of the style photo giving the look, each region weighed by the share
+            of it the label takes (1.0 for ``"global"``).
         style_regions: indices of the style photo's regions (:attr:`Pairing.style_regions`) that
             give the look; empty for ``"global"``.
         content_regions: indices of the content photo's regions under this label.
         similarity: area-weighted mean cosine similarity of the paired regions' descriptors, in [-1, 1].
         confidence: in [0, 1]: how sure the pairing is that these style regions belong to this
             label rather than to another content region (mean softmax probability); 0 for ``"global"``.
-        source: ``"matched"`` (style regions chose this content region), ``"nearest"`` (no style
-            region chose it; it took its most similar one) or ``"global"`` (no confident partner:
-            the whole style photo).
+        source: ``"matched"`` (paired by the transport plan, or chosen by style regions with
+            ``pairing="argmax"``), ``"nearest"`` (``"argmax"``: no style region chose it; it took its most
+            similar one) or ``"global"`` (no confident partner: the whole style photo).
     """
 
     label: str
@@ -291,14 +301,66 @@ def _heights(masks: torch.Tensor) -> torch.Tensor:
     return ((masks * yy).sum(dim=(2, 3)) / masks.sum(dim=(2, 3)).clamp_min(_EPS))[0]
 
 
+def transport_plan(
+    score: torch.Tensor,
+    area_c: torch.Tensor,
+    area_s: torch.Tensor,
+    *,
+    epsilon: float = 0.05,
+    relax: float = 0.1,
+    iterations: int = 200,
+) -> torch.Tensor:
+    """Entropic optimal transport of the content regions' area onto the style regions' area.
+
+    Every content region sends all its area (a hard marginal); a style region receives about its
+    own area, with a Kullback-Leibler penalty of weight ``relax`` on the difference (a soft
+    marginal: a style region like no content region may go unused, one like many may serve
+    more). The cost of sending area from content region ``i`` to style region ``j`` is
+    ``1 - score[i, j]``. ``relax = 0`` gives each content region the area-weighted softmax of its
+    scores; ``relax -> inf`` the balanced plan, where the look of each style region is spent in
+    proportion to its area.
+
+    Args:
+        score: ``(Kc, Ks)`` pairing scores (cosine similarity, layout term subtracted).
+        area_c: ``(Kc,)`` content region areas, summing to 1.
+        area_s: ``(Ks,)`` style region areas, summing to 1.
+        epsilon: entropic regularisation, in units of the cost (smaller: closer to one partner).
+        relax: weight of the style marginal's penalty.
+        iterations: Sinkhorn rounds.
+
+    Returns:
+        ``(Kc, Ks)`` plan ``P >= 0`` with ``P.sum(1) == area_c``.
+
+    Example:
+        >>> score = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> plan = transport_plan(score, torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5]), epsilon=0.01)
+        >>> [round(v, 3) for v in plan.flatten().tolist()]
+        [0.5, 0.0, 0.0, 0.5]
+    """
+    score, area_c, area_s = score.double(), area_c.double(), area_s.double()
+    log_k = (score - 1) / epsilon + area_s.clamp_min(_EPS).log()[None]  # (Kc, Ks)
+    log_v = torch.zeros_like(area_s)
+    power = relax / (relax + epsilon)
+    for _ in range(iterations if relax > 0 else 0):
+        log_u = area_c.clamp_min(_EPS).log() - torch.logsumexp(log_k + log_v[None], dim=1)
+        log_v = power * (area_s.clamp_min(_EPS).log() - torch.logsumexp(log_k + log_u[:, None], dim=0))
+    plan = torch.softmax(log_k + log_v[None], dim=1) * area_c[:, None]
+    return plan.float()
+
+
 def pair_regions(
     content_masks: torch.Tensor,
     style_masks: torch.Tensor,
     content_desc: torch.Tensor,
     style_desc: torch.Tensor,
     *,
+    method: Literal["transport", "argmax"] = "transport",
     layout: float = 0.0,
     min_similarity: float = 0.3,
+    epsilon: float = 0.02,
+    relax: float = 0.1,
+    margin: float = 0.1,
+    min_share: float = 0.05,
     temperature: float = 0.05,
     max_labels: int = 8,
     prefix: str = "region",
@@ -310,98 +372,114 @@ def pair_regions(
         style_masks: ``(1, Ks, H', W')`` hard regions of the style photo.
         content_desc: ``(Kc, C)`` unit-length descriptors (:func:`region_descriptors`).
         style_desc: ``(Ks, C)``.
+        method: ``"transport"``: each content region takes a share of the style regions by a
+            :func:`transport_plan` (with ``epsilon`` and ``relax``), among those scoring within
+            ``margin`` of its best and holding at least ``min_share`` of its look; style masks are soft
+            (a style region's weight is the share of it the label takes). ``"argmax"``: each style region
+            gives its look to its most similar content region; hard style masks.
         layout: weight of the height difference subtracted from the cosine similarity.
-        min_similarity: a style region gives its look to its most similar content region only
-            from this score on (else to none), and a content region that no style region chose
-            takes its most similar style region only from this score on (else the whole style photo).
+        min_similarity: a content region whose best score is below it takes the whole style photo; for
+            ``"argmax"`` a style region gives its look to no content region below it.
+        epsilon, relax: of :func:`transport_plan`.
+        margin: ``"transport"`` only: partners score at least the best score minus this.
+        min_share: ``"transport"`` only: smaller shares of a content region's look are dropped.
         temperature: of the softmax that turns similarities into confidences.
         max_labels: at most this many labels: the most alike labels (content and style
             descriptors both) are merged until so.
         prefix: labels are ``f"{prefix}-{n}"``.
 
     Returns:
-        Content and style segmentations with the same labels (style masks may overlap) and the
-        :class:`Pairing`.
+        Content and style segmentations with the same labels (a partition of the content; style
+        masks in [0, 1] that may overlap) and the :class:`Pairing`.
     """
     kc, ks = content_masks.shape[1], style_masks.shape[1]
     area_c = content_masks.float().mean(dim=(0, 2, 3))
     area_s = style_masks.float().mean(dim=(0, 2, 3))
     sim = content_desc @ style_desc.T  # (Kc, Ks)
     score = sim - layout * (_heights(content_masks)[:, None] - _heights(style_masks)[None]).abs()
-    owner = score.argmax(dim=0)  # style region -> content region
-    # a style region like no content region gives its look to none (no sky from a cup)
-    owner[score.max(dim=0).values < min_similarity] = -1
-    prob = torch.softmax(score / temperature, dim=0)  # (Kc, Ks): which content region a style region belongs to
-    # each content region's style partners
-    groups: list[tuple[list[int], list[int], str]] = []  # (content regions, style regions, source)
-    for i in range(kc):
-        owned = [int(j) for j in (owner == i).nonzero().flatten()]
-        if owned:
-            groups.append(([i], owned, "matched"))
-        elif ks and float(score[i].max()) >= min_similarity:
-            groups.append(([i], [int(score[i].argmax())], "nearest"))
-        else:
-            groups.append(([i], [], "global"))
+    best = score.max(dim=1).values if ks else torch.full((kc,), -1.0)
+    # each content region's share of every style region (None: the whole style photo), and how it was found
+    groups: list[tuple[list[int], torch.Tensor | None, str]] = []
+    if method == "transport":
+        plan = transport_plan(score, area_c / area_c.sum(), area_s / area_s.sum(), epsilon=epsilon, relax=relax)
+        look = plan / plan.sum(dim=1, keepdim=True).clamp_min(_EPS)  # (Kc, Ks): where each region's look comes from
+        look = torch.where((look >= min_share) & (score >= best[:, None] - margin), look, torch.zeros_like(look))
+        shares = plan * (look > 0) / (area_s / area_s.sum()).clamp_min(_EPS)[None]
+        for i in range(kc):
+            groups.append(([i], None, "global") if float(best[i]) < min_similarity or not bool(shares[i].any())
+                          else ([i], shares[i].clamp(max=1), "matched"))
+    elif method == "argmax":
+        owner = score.argmax(dim=0)  # style region -> content region
+        owner[score.max(dim=0).values < min_similarity] = -1  # a style region like no content region gives none
+        for i in range(kc):
+            if bool((owner == i).any()):
+                groups.append(([i], (owner == i).float(), "matched"))
+            elif float(best[i]) >= min_similarity:
+                groups.append(([i], F.one_hot(score[i].argmax(), ks).float(), "nearest"))
+            else:
+                groups.append(([i], None, "global"))
+    else:
+        raise ValueError(f"unknown pairing method {method!r}; expected 'transport' or 'argmax'")
     groups = _merge_labels(groups, content_desc, style_desc, area_c, area_s, max_labels)
     ordered = sorted(groups, key=lambda g: -float(area_c[g[0]].sum()))
     labels = [f"{prefix}-{n}" for n in range(len(ordered))]
+    prob = torch.softmax(score / temperature, dim=0)  # (Kc, Ks): which content region a style region belongs to
     content_out, style_out, pairs = [], [], []
-    full = style_masks.new_ones(style_masks.shape[-2:])
-    for label, (members, style_ids, source) in zip(labels, ordered):
+    used = torch.zeros(ks)
+    for label, (members, share, source) in zip(labels, ordered):
         content_out.append(content_masks[0, members].sum(dim=0).clamp(0, 1))
-        if source == "global":
-            style_out.append(full)
-            similarity, confidence, style_fraction = float(score[members].max()) if ks else 0.0, 0.0, 1.0
-        else:
-            ids = list(style_ids)
-            style_out.append(style_masks[0, ids].sum(dim=0).clamp(0, 1))
-            weight_c = area_c[members][:, None] * area_s[ids][None]
-            similarity = float((sim[members][:, ids] * weight_c).sum() / weight_c.sum().clamp_min(_EPS))
-            belongs = prob[members][:, ids].sum(dim=0)  # (len(ids),)
-            confidence = float((belongs * area_s[ids]).sum() / area_s[ids].sum().clamp_min(_EPS))
-            style_fraction = float(area_s[ids].sum())
-        pairs.append(RegionPair(label, float(area_c[members].sum()), style_fraction, list(style_ids), members,
+        if share is None:
+            style_out.append(style_masks.new_ones(style_masks.shape[-2:]))
+            pairs.append(RegionPair(label, float(area_c[members].sum()), 1.0, [], members,
+                                    float(best[members].max()), 0.0, "global"))
+            continue
+        weight = share / share.max().clamp_min(_EPS)
+        used = torch.maximum(used, share)
+        style_out.append((style_masks[0].float() * weight[:, None, None]).sum(dim=0).clamp(0, 1))
+        ids = [int(j) for j in share.nonzero().flatten()]
+        mass = share[ids] * area_s[ids]
+        pair_weight = area_c[members][:, None] * mass[None]
+        similarity = float((sim[members][:, ids] * pair_weight).sum() / pair_weight.sum().clamp_min(_EPS))
+        confidence = float((prob[members][:, ids].sum(dim=0) * mass).sum() / mass.sum().clamp_min(_EPS))
+        pairs.append(RegionPair(label, float(area_c[members].sum()), float(mass.sum()), ids, members,
                                 similarity, confidence, source))  # type: ignore[arg-type]
-    used = torch.zeros(ks, dtype=torch.bool)
-    for _members, style_ids, _source in ordered:
-        used[style_ids] = True
-    pairing = Pairing(pairs, kc, ks, float(area_s[~used].sum()) if ks else 0.0)
+    pairing = Pairing(pairs, kc, ks, float(((1 - used).clamp_min(0) * area_s).sum()) if ks else 0.0)
     content_seg = Segmentation(torch.stack(content_out)[None], labels)
     style_seg = Segmentation(torch.stack(style_out)[None], list(labels))
     return content_seg, style_seg, pairing
 
 
 def _merge_labels(
-    groups: list[tuple[list[int], list[int], str]],
+    groups: list[tuple[list[int], torch.Tensor | None, str]],
     content_desc: torch.Tensor,
     style_desc: torch.Tensor,
     area_c: torch.Tensor,
     area_s: torch.Tensor,
     max_labels: int,
-) -> list[tuple[list[int], list[int], str]]:
+) -> list[tuple[list[int], torch.Tensor | None, str]]:
     """Merge the two most alike labels until at most ``max_labels`` are left.
 
     Two labels are alike when their content regions are (cosine of the area-weighted mean
-    descriptors) and their style partners are (the whole style photo for a global label): the
-    sum of both similarities is used. A merged label takes the union of the style partners; a
-    global label merged with a paired one takes the paired one's partners.
+    descriptors) and their style partners are (weighted by the share taken; the whole style photo
+    for a global label): the sum of both similarities is used. A merged label takes both labels'
+    shares (added, at most all of a region); a global label merged with a paired one takes the
+    paired one's.
     """
-    groups = [(list(c), list(s), src) for c, s, src in groups]
 
-    def mean(desc: torch.Tensor, area: torch.Tensor, ids: list[int]) -> torch.Tensor:
-        ids = ids or list(range(desc.shape[0]))
-        return F.normalize((desc[ids] * area[ids, None]).sum(dim=0), dim=0)
+    def mean(desc: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.normalize((desc * weight[:, None]).sum(dim=0), dim=0)
 
     while len(groups) > max(1, max_labels):
-        dc = torch.stack([mean(content_desc, area_c, g[0]) for g in groups])
-        ds = torch.stack([mean(style_desc, area_s, g[1]) for g in groups]) if style_desc.shape[0] else dc
+        dc = torch.stack([mean(content_desc, area_c * F.one_hot(torch.tensor(g[0]), len(area_c)).sum(0)) for g in groups])
+        ds = (torch.stack([mean(style_desc, area_s * (torch.ones_like(area_s) if g[1] is None else g[1])) for g in groups])
+              if style_desc.shape[0] else dc)
         joint = dc @ dc.T + ds @ ds.T
         joint.fill_diagonal_(-float("inf"))
         a, b = divmod(int(joint.argmax()), len(groups))
         (ca, sa, xa), (cb, sb, xb) = groups[a], groups[b]
-        source = "global" if xa == xb == "global" else ("matched" if "matched" in (xa, xb) else "nearest")
-        merged = (ca + cb, sorted(set(sa) | set(sb)), source)
-        groups = [g for n, g in enumerate(groups) if n not in (a, b)] + [merged]
+        share = sa if sb is None else sb if sa is None else (sa + sb).clamp(max=1)
+        source = "global" if share is None else ("matched" if "matched" in (xa, xb) else "nearest")
+        groups = [g for n, g in enumerate(groups) if n not in (a, b)] + [(ca + cb, share, source)]
     return groups
 
 
@@ -415,8 +493,11 @@ class RegionMatchSegmenter(Segmenter):
         colour: weight of the Lab colour in the region features.
         position: weight of the cell position in the region features.
         layout: weight of the height difference in the pairing score.
-        min_similarity: below it a content region no style region chose gets the whole style photo.
+        min_similarity: below it a content region gets the whole style photo (see :func:`pair_regions`).
         max_labels: at most this many shared labels (the most alike are merged).
+        pairing: ``"transport"`` (default) or ``"argmax"``: how regions are paired (:func:`pair_regions`).
+        epsilon, relax: of the :func:`transport_plan`.
+        margin, min_share: which style regions may give a content region its look (:func:`pair_regions`).
         semantic_norm: per-photo normalisation strength of the pairing descriptors.
         radius, eps: guided-filter refinement (radius as a fraction of ``refine_size``).
         refine_size: long side in px of the refinement.
@@ -450,6 +531,11 @@ class RegionMatchSegmenter(Segmenter):
         layout: float = 0.0,
         min_similarity: float = 0.3,
         max_labels: int = 8,
+        pairing: Literal["transport", "argmax"] = "transport",
+        epsilon: float = 0.02,
+        relax: float = 0.1,
+        margin: float = 0.1,
+        min_share: float = 0.05,
         semantic_norm: float = 3.0,
         radius: float = 0.02,
         eps: float = 1e-3,
@@ -460,7 +546,8 @@ class RegionMatchSegmenter(Segmenter):
     ) -> None:
         self.regions, self.size, self.colour, self.position = regions, size, colour, position
         self.layout, self.min_similarity, self.semantic_norm = layout, min_similarity, semantic_norm
-        self.max_labels = max_labels
+        self.max_labels, self.pairing, self.epsilon, self.relax = max_labels, pairing, epsilon, relax
+        self.margin, self.min_share = margin, min_share
         self.radius, self.eps, self.refine_size = radius, eps, refine_size
         self.weights, self.device, self.seed = weights, device, seed
         self.last_pairing: Pairing | None = None
@@ -501,7 +588,8 @@ class RegionMatchSegmenter(Segmenter):
         masks_c, desc_c = self._regions(content.to(device), encoder)
         masks_s, desc_s = self._regions(style.to(device), encoder)
         content_seg, style_seg, self.last_pairing = pair_regions(
-            masks_c, masks_s, desc_c, desc_s, layout=self.layout, min_similarity=self.min_similarity,
-            max_labels=self.max_labels,
+            masks_c, masks_s, desc_c, desc_s, method=self.pairing, layout=self.layout,
+            min_similarity=self.min_similarity, epsilon=self.epsilon, relax=self.relax, margin=self.margin,
+            min_share=self.min_share, max_labels=self.max_labels,
         )
         return content_seg, style_seg
