@@ -470,8 +470,8 @@ def _merge_labels(
         return F.normalize((desc * weight[:, None]).sum(dim=0), dim=0)
 
     while len(groups) > max(1, max_labels):
-        dc = torch.stack([mean(content_desc, area_c * F.one_hot(torch.tensor(g[0]), len(area_c)).sum(0)) for g in groups])
-        ds = (torch.stack([mean(style_desc, area_s * (torch.ones_like(area_s) if g[1] is None else g[1])) for g in groups])
+        dc = torch.stack([mean(content_desc[g[0]], area_c[g[0]]) for g in groups])
+        ds = (torch.stack([mean(style_desc, area_s if g[1] is None else area_s * g[1]) for g in groups])
               if style_desc.shape[0] else dc)
         joint = dc @ dc.T + ds @ ds.T
         joint.fill_diagonal_(-float("inf"))
