@@ -528,7 +528,7 @@ class RegionMatchSegmenter(Segmenter):
         size: int = 352,
         colour: float = 1.0,
         position: float = 1.0,
-        layout: float = 0.2,
+        layout: float = 0.0,
         min_similarity: float = 0.3,
         max_labels: int = 8,
         pairing: Literal["transport", "argmax"] = "transport",
