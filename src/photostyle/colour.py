@@ -53,19 +53,17 @@ def _masked_stats(lab: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tenso
     return mean, var.clamp(min=_EPS).sqrt()
 
 
-def _quantiles(values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Quantiles of each row of ``values`` (C, N): ``(C, Q)``, strictly increasing."""
-    q = torch.quantile(values, levels, dim=1).T
+def _quantiles(values: torch.Tensor, levels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Quantiles of each row of ``values`` (C, N), whose points weigh ``weights`` (N,) if given: ``(C, Q)``,
+    strictly increasing."""
+    if weights is None:
+        q = torch.quantile(values, levels, dim=1).T
+    else:
+        ordered, index = values.sort(dim=1)
+        w = weights[index]  # (C, N)
+        cdf = (w.cumsum(dim=1) - 0.5 * w) / w.sum(dim=1, keepdim=True)
+        q = _interp(levels.expand(len(values), -1).contiguous(), cdf.contiguous(), ordered)
     # Strictly increasing knots keep the interpolation well defined on flat segments.
-    return q + torch.arange(len(levels), device=q.device, dtype=q.dtype) * 1e-6
-
-
-def _weighted_quantiles(values: torch.Tensor, weights: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Quantiles of each row of ``values`` (C, N) whose points weigh ``weights`` (N,): ``(C, Q)``."""
-    ordered, index = values.sort(dim=1)
-    w = weights[index]  # (C, N)
-    cdf = (w.cumsum(dim=1) - 0.5 * w) / w.sum(dim=1, keepdim=True)
-    q = _interp(levels.expand(len(values), -1).contiguous(), cdf.contiguous(), ordered)
     return q + torch.arange(len(levels), device=q.device, dtype=q.dtype) * 1e-6
 
 
@@ -95,8 +93,7 @@ def _sliced_transport(
     for _ in range(iterations):
         basis = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))[0].to(pixels)
         q_source = _quantiles(basis.T @ source, levels)
-        q_target = (_quantiles(basis.T @ target, levels) if target_weights is None
-                    else _weighted_quantiles(basis.T @ target, target_weights, levels))
+        q_target = _quantiles(basis.T @ target, levels, target_weights)
         source = basis @ _interp(basis.T @ source, q_source, q_target)
         pixels = basis @ _interp(basis.T @ pixels, q_source, q_target)
     return pixels
@@ -153,15 +150,11 @@ def segment_colour_transfer(
         flat_c, flat_s = content[0].flatten(1), style[0].flatten(1)
         mapped = []
         for k, (mc, ws) in enumerate(zip(masks_c[0].flatten(1) > 0.5, masks_s[0].flatten(1))):
-            mc = mc if mc.any() else ~mc
-            if bool(((ws == 0) | (ws == 1)).all()):  # a hard style mask: its pixels alike
-                ms = ws > 0.5
-                ms = ms if ms.any() else ~ms
-                mapped.append(_sliced_transport(flat_c, flat_c[:, mc], flat_s[:, ms], iterations, seed=k))
-            else:  # a soft style mask weighs its pixels
-                ms = ws > 0
-                mapped.append(_sliced_transport(flat_c, flat_c[:, mc], flat_s[:, ms], iterations, seed=k,
-                                                target_weights=ws[ms]))
+            mc, ms = mc if mc.any() else ~mc, ws > 0
+            ms = ms if ms.any() else ~ms
+            soft = not bool(((ws == 0) | (ws == 1)).all())  # a soft style mask weighs its pixels
+            mapped.append(_sliced_transport(flat_c, flat_c[:, mc], flat_s[:, ms], iterations, seed=k,
+                                            target_weights=ws[ms] if soft else None))
         rgb = torch.stack(mapped).view(-1, *content.shape[1:])  # (K+1, 3, H, W)
         return (weights[0, :, None] * rgb).sum(0, keepdim=True).clamp(0, 1)
 

@@ -337,15 +337,14 @@ def transport_plan(
         >>> [round(v, 3) for v in plan.flatten().tolist()]
         [0.5, 0.0, 0.0, 0.5]
     """
-    score, area_c, area_s = score.double(), area_c.double(), area_s.double()
-    log_k = (score - 1) / epsilon + area_s.clamp_min(_EPS).log()[None]  # (Kc, Ks)
-    log_v = torch.zeros_like(area_s)
+    log_a, log_b = area_c.double().clamp_min(_EPS).log(), area_s.double().clamp_min(_EPS).log()
+    log_k = (score.double() - 1) / epsilon + log_b[None]  # (Kc, Ks)
+    log_v = torch.zeros_like(log_b)
     power = relax / (relax + epsilon)
     for _ in range(iterations if relax > 0 else 0):
-        log_u = area_c.clamp_min(_EPS).log() - torch.logsumexp(log_k + log_v[None], dim=1)
-        log_v = power * (area_s.clamp_min(_EPS).log() - torch.logsumexp(log_k + log_u[:, None], dim=0))
-    plan = torch.softmax(log_k + log_v[None], dim=1) * area_c[:, None]
-    return plan.float()
+        log_u = log_a - torch.logsumexp(log_k + log_v[None], dim=1)
+        log_v = power * (log_b - torch.logsumexp(log_k + log_u[:, None], dim=0))
+    return (torch.softmax(log_k + log_v[None], dim=1) * area_c.double()[:, None]).float()
 
 
 def pair_regions(
@@ -401,10 +400,11 @@ def pair_regions(
     # each content region's share of every style region (None: the whole style photo), and how it was found
     groups: list[tuple[list[int], torch.Tensor | None, str]] = []
     if method == "transport":
-        plan = transport_plan(score, area_c / area_c.sum(), area_s / area_s.sum(), epsilon=epsilon, relax=relax)
+        a, b = area_c / area_c.sum(), area_s / area_s.sum()
+        plan = transport_plan(score, a, b, epsilon=epsilon, relax=relax)
         look = plan / plan.sum(dim=1, keepdim=True).clamp_min(_EPS)  # (Kc, Ks): where each region's look comes from
-        look = torch.where((look >= min_share) & (score >= best[:, None] - margin), look, torch.zeros_like(look))
-        shares = plan * (look > 0) / (area_s / area_s.sum()).clamp_min(_EPS)[None]
+        keep = (look >= min_share) & (score >= best[:, None] - margin)
+        shares = plan * keep / b.clamp_min(_EPS)[None]  # (Kc, Ks): the share of each style region taken
         for i in range(kc):
             groups.append(([i], None, "global") if float(best[i]) < min_similarity or not bool(shares[i].any())
                           else ([i], shares[i].clamp(max=1), "matched"))
