@@ -325,3 +325,8 @@ def test_the_default_transfer_reports_each_parts_partner_in_words(vgg16):
     for part in segmentation["pairing"]:
         assert part["source"] in ("matched", "nearest", "global") and 0 <= part["confidence"] <= 1
         assert part["text"].startswith(f"{part['label']} (") and " <- " in part["text"]
+
+
+def test_an_unknown_pairing_method_is_named_in_the_error():
+    with pytest.raises(ValueError, match="'transport' or 'argmax'"):
+        pair_regions(_halves(4, 4, False), _halves(4, 4, True), torch.eye(2), torch.eye(2), method="nearest")
