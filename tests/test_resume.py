@@ -87,9 +87,10 @@ def test_checkpoint_of_another_shape_is_refused():
 # ---- the pipeline and the state file -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("levels, stop", [(1, 3), (2, 9)], ids=["one-level", "second-level"])
-def test_resumed_transfer_equals_the_uninterrupted_one(tmp_path, pair, levels, stop):
-    config = _config(levels=levels)
+@pytest.mark.parametrize("levels, fine, stop", [(1, None, 3), (2, None, 9), (2, 3, 8)],
+                         ids=["one-level", "second-level", "shorter-second-level"])
+def test_resumed_transfer_equals_the_uninterrupted_one(tmp_path, pair, levels, fine, stop):
+    config = _config(levels=levels, fine_iterations=fine)
     straight = transfer(*pair, tmp_path / "straight.png", config)
 
     out = tmp_path / "out.png"
@@ -99,7 +100,7 @@ def test_resumed_transfer_equals_the_uninterrupted_one(tmp_path, pair, levels, s
     assert Image.open(out).size == (32, 24)  # the best result so far is written
 
     second = transfer(*pair, out, config, keep_state=0, resume=True)
-    assert not second.interrupted and second.steps == levels * config.iterations
+    assert not second.interrupted and second.steps == config.total_steps
     assert not state_path(out).exists() and second.resume_state is None
     assert torch.allclose(second.working, straight.working, atol=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png", "out.png", "straight.png", "style.png"]

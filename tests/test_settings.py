@@ -43,6 +43,13 @@ def test_a_config_out_of_range_cannot_be_made(values, fragment):
         replace(TransferConfig(), **values)  # replace validates too
 
 
+def test_steps_per_level():
+    assert TransferConfig(iterations=50, levels=1, fine_iterations=7).level_steps == (50,)
+    assert TransferConfig(iterations=50, levels=3).level_steps == (50, 50, 50)
+    config = TransferConfig(iterations=50, levels=3, fine_iterations=10)
+    assert config.level_steps == (50, 10, 10) and config.total_steps == 70
+
+
 def test_presets():
     assert from_preset("fast").size < from_preset("balanced").size < from_preset("best").size
     assert from_preset("balanced") == TransferConfig()

@@ -152,7 +152,8 @@ def canvas_pixels(page, selector: str = "#after-canvas") -> np.ndarray:
 
 
 def image_pixels(page, selector: str) -> np.ndarray:
-    """An <img> drawn at its natural size, as the page's canvas sees it."""
+    """An <img> drawn at its natural size, as the page's canvas sees it (once it has loaded)."""
+    page.wait_for_function(f"() => {{ const i = document.querySelector('{selector}'); return i.complete && i.naturalWidth > 0; }}")
     url = page.evaluate(f"""() => {{ const i = document.querySelector('{selector}');
         const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
         c.getContext('2d').drawImage(i, 0, 0); return c.toDataURL('image/png'); }}""")

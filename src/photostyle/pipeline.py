@@ -25,13 +25,15 @@ from .colour import blend_lab, segment_colour_transfer
 from .critic import Critic
 from .features import VGGEncoder
 from .losses import ContentLoss, PhotorealismLoss, SegmentStyleLoss
+from .masks import Segmentation
 from .optimise import Callback, optimise
 from .runtime import (check_photo_size, compute_dtype, encode, fit_sizes, get_encoder, get_quality_critic,
                       memory_hint, peak_rss_mb, resolve_device, segment_side)
 from .segmentation.auto import MaskSource, SegmentationOutcome, segment_pair
 from .settings import TransferConfig, level_sizes
 from .state import StateFile, fingerprint
-from .upsample import local_affine_upsample
+from .texture import DETAIL_SIDE, match_texture
+from .upsample import add_resampled, local_affine_upsample
 
 log = logging.getLogger(__name__)
 
@@ -243,13 +245,13 @@ def stylise(
         with timer("init"):
             if image is None:
                 image = init = _start_point(config, content_small, style_small, content_masks, style_masks)
-            else:  # carry the coarser result over as a local affine recolouring: sharp at once
-                image = local_affine_upsample(previous, image, content_small, config.affine_radius, config.affine_eps)
+            else:  # carry the coarser result over as the output stage would: sharp at once, its texture kept
+                image = _carry(config, previous, image, content_small)
         with timer("optimise"), memory_hint(device, config.size):
-            offset = level * config.iterations
+            offset = sum(config.level_steps[:level])
             step_callback = None if callback is None else (lambda i, x, t, o=offset: callback(o + i, x, t))
             result = optimise(
-                objective, image, config.iterations, config.optimizer, config.lr, step_callback,
+                objective, image, config.level_steps[level], config.optimizer, config.lr, step_callback,
                 resume=None if state is None else state.resume_at(level),
                 checkpoint=None if state is None else functools.partial(state.save, level=level),
                 checkpoint_every=0 if state is None else state.every,
@@ -265,10 +267,9 @@ def stylise(
         if config.output_size is not None:
             content_full = io.resize_long_side(content_full, config.output_size)
         look = blend_lab(previous, image, lightness=config.strength, chroma=config.strength * config.chroma)
-        output = local_affine_upsample(
-            previous, look, content_full, config.affine_radius, config.affine_eps,
-            detail=config.detail, flat=config.flat_threshold, flat_radius=_flat_radius(config, image),
-        )
+        output = _carry(config, previous, look, content_full)
+    with timer("texture"):
+        output = _texture(config, output, content_full, style, content_seg, style_seg)
 
     score = None
     if critic is not None:
@@ -282,9 +283,37 @@ def stylise(
     )
 
 
-def _flat_radius(config: TransferConfig, image: torch.Tensor) -> int:
-    """Window radius of the affine fit in flat regions: 1/40 of the working long side (8 px at 320 px)."""
-    return max(config.affine_radius, round(max(image.shape[-2:]) / 40))
+def _carry(config: TransferConfig, guide: torch.Tensor, result: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``result`` (optimised on ``guide``, the content at its size) carried over to ``target``, the content at a
+    larger size: a local affine recolouring plus ``config.detail`` of the texture painted outside flat regions."""
+    flat_radius = max(config.affine_radius, round(max(result.shape[-2:]) / 40))  # 8 px at 320 px
+    return local_affine_upsample(
+        guide, result, target, config.affine_radius, config.affine_eps,
+        detail=config.detail, flat=config.flat_threshold, flat_radius=flat_radius,
+    )
+
+
+def _texture(
+    config: TransferConfig, output: torch.Tensor, content: torch.Tensor, style: torch.Tensor,
+    content_seg: Segmentation, style_seg: Segmentation,
+) -> torch.Tensor:
+    """``output`` with each segment's detail contrast moved towards the style's (:mod:`photostyle.texture`).
+
+    Measured and changed at the photos' own size up to ``DETAIL_SIDE`` px; a larger output gets the
+    change resampled, in row tiles.
+    """
+    strength = config.texture * config.strength
+    if strength == 0:
+        return output
+    small = io.resize_long_side(output, min(max(output.shape[-2:]), DETAIL_SIDE))
+    content_small = io.resize_long_side(content, max(small.shape[-2:]))
+    style_small = io.resize_long_side(style, min(max(style.shape[-2:]), DETAIL_SIDE))
+    masks = content_seg.resize(*small.shape[-2:]).masks.to(small)
+    style_masks = style_seg.resize(*style_small.shape[-2:]).masks.to(small)
+    matched = match_texture(small, content_small, style_small, masks, style_masks, strength, config.flat_threshold)
+    if small.shape == output.shape:
+        return matched
+    return add_resampled(output, matched - small)
 
 
 def _objective(

@@ -120,7 +120,10 @@ class TransferConfig:
                          minimum=32)
     output_size: int | None = _setting(None, "output long side in px, never above the content photo's (default: "
                                        "the content's own size)", "--output-size", minimum=16, optional=True)
-    iterations: int = _setting(50, "optimisation steps per level", "--iterations", minimum=0)
+    iterations: int = _setting(50, "optimisation steps at the first (coarsest) level", "--iterations", minimum=0)
+    fine_iterations: int | None = _setting(None, "optimisation steps at each finer level, which starts from the "
+                                           "coarser result (default: --iterations)", "--fine-iterations",
+                                           minimum=0, optional=True)
     levels: int = _setting(1, "coarse-to-fine levels, each half the size of the next", "--levels", minimum=1, maximum=6)
     optimizer: str = _setting("adam", "optimiser; Adam is the paper's", "--optimizer", choices=("adam", "lbfgs"))
     lr: float = _setting(0.02, "Adam learning rate, in pixel units", "--lr", minimum=0.0, maximum=1.0, above=True)
@@ -144,6 +147,9 @@ class TransferConfig:
     flat_threshold: float = _setting(0.03, "grey-level standard deviation below which a region counts as flat: there "
                                      "no painted texture is kept and the colour maps are fitted over wide windows; "
                                      "0 = every region is textured", "--flat-threshold", minimum=0.0, maximum=1.0)
+    texture: float = _setting(0.5, "how far each segment's fine-scale contrast moves towards the style photo's: the "
+                              "photo's own detail made crisper or softer, never new texture; 0 = off",
+                              "--texture", minimum=0.0, maximum=1.0)
     strength: float = _setting(1.0, "share of the change applied, in lightness and colour; 0 returns the content",
                                "--strength", minimum=0.0, maximum=1.0)
     chroma: float = _setting(1.0, "share of the colour (a*b*) change applied, on top of --strength; below 1 keeps "
@@ -170,9 +176,15 @@ class TransferConfig:
     seed: int = _setting(0, "random seed", "--seed", minimum=0, maximum=2**32 - 1)
 
     @property
+    def level_steps(self) -> tuple[int, ...]:
+        """Optimisation steps at each coarse-to-fine level, coarsest first."""
+        fine = self.iterations if self.fine_iterations is None else self.fine_iterations
+        return (self.iterations,) + (fine,) * (self.levels - 1)
+
+    @property
     def total_steps(self) -> int:
         """Optimisation steps of the whole run, every level: what progress bars count to."""
-        return self.iterations * self.levels
+        return sum(self.level_steps)
 
     def __post_init__(self) -> None:
         if isinstance(self.style_layers, list):  # as JSON gives it back

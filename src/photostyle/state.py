@@ -29,7 +29,7 @@ __all__ = ["SUFFIX", "StateFile", "fingerprint", "state_path"]
 SUFFIX = ".photostyle-state.pt"
 _VERSION = 1
 # Where it runs does not change what it computes, and a resumed run may go on for more (or fewer) steps.
-_IGNORED_SETTINGS = ("device", "iterations")
+_IGNORED_SETTINGS = ("device", "iterations", "fine_iterations")
 
 
 def state_path(output: str | os.PathLike[str]) -> Path:
@@ -43,7 +43,7 @@ def fingerprint(files: Sequence[str | os.PathLike[str] | None], settings: Mappin
 
     Args:
         files: the input files in a fixed order (content, style, content mask, style mask).
-        settings: JSON-serialisable settings; ``device`` and ``iterations`` are left out.
+        settings: JSON-serialisable settings; ``device`` and the step counts are left out.
     """
     digest = hashlib.sha256()
     for path in files:

@@ -88,6 +88,30 @@ def apply_local_affine(
     return out
 
 
+def add_resampled(image: torch.Tensor, change: torch.Tensor, tile_rows: int | None = None) -> torch.Tensor:
+    """Add ``change`` ``(1, C, h, w)``, bilinearly resampled, to ``image`` ``(1, C, H, W)`` in place, in row tiles.
+
+    Returns:
+        ``image``, clamped to [0, 1].
+    """
+    _, _, height, width = image.shape
+    rows = tile_rows or tile_rows_for(width)
+    change = change.to(image.device, image.dtype)
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        image[:, :, top:bottom] += _resample_rows(change, top, bottom - top, height, width)
+    return image.clamp_(0, 1)
+
+
+def _resample_rows(field: torch.Tensor, top: int, rows: int, height: int, width: int) -> torch.Tensor:
+    """Rows ``top .. top + rows`` of ``field`` ``(1, C, h, w)`` bilinearly resampled to ``height x width``."""
+    kind = dict(device=field.device, dtype=field.dtype)
+    xs = (torch.arange(width, **kind) + 0.5) / width * 2 - 1
+    ys = (torch.arange(top, top + rows, **kind) + 0.5) / height * 2 - 1
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]  # (1,rows,W,2) as (x, y)
+    return F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def tile_rows_for(width: int) -> int:
     """Rows of a full-resolution tile ``width`` px wide: about :data:`TILE_PIXELS` pixels, at least one row."""
     return max(1, TILE_PIXELS // width)
@@ -105,12 +129,7 @@ def _apply_tile(coeffs: torch.Tensor, guide: torch.Tensor, channels: int, top: i
     Returns:
         ``(1, C, rows, W)`` in [0, 1].
     """
-    rows, width = guide.shape[-2:]
-    kind = dict(device=guide.device, dtype=guide.dtype)
-    xs = (torch.arange(width, **kind) + 0.5) / width * 2 - 1
-    ys = (torch.arange(top, top + rows, **kind) + 0.5) / height * 2 - 1
-    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]  # (1,rows,W,2) as (x, y)
-    sampled = F.grid_sample(coeffs, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    sampled = _resample_rows(coeffs, top, guide.shape[-2], height, guide.shape[-1])
     tile = sampled[:, : channels * 4].unflatten(1, (channels, 4))  # (1,C,4,rows,W)
     out = (tile[:, :, :3] * guide[:, None]).sum(2) + tile[:, :, 3]
     if sampled.shape[1] > channels * 4:

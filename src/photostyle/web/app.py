@@ -358,7 +358,7 @@ def create_app(
         presets = {}
         for name in PRESETS:
             c = from_preset(name, **overrides)
-            presets[name] = {"size": c.size, "iterations": c.iterations, "levels": c.levels}
+            presets[name] = {"size": c.size, "steps": c.total_steps, "levels": c.levels}
         return {"presets": presets, "examples": list(_examples()), "max_upload_mb": max_upload_mb,
                 "max_pixels": max_pixels, "live_pixels": LIVE_PIXELS, "mask_colours": list(DPST_COLOURS)}
 

@@ -204,7 +204,7 @@ async function loadConfig() {
   state.config = config;
   for (const [name, p] of Object.entries(config.presets)) {
     const label = name[0].toUpperCase() + name.slice(1);
-    $("#preset").add(new Option(`${label} (${p.size} px, ${p.iterations * p.levels} steps)`, name));
+    $("#preset").add(new Option(`${label} (${p.size} px, ${p.steps} steps)`, name));
   }
   $("#preset").value = "fast";
   showPresetHelp();
