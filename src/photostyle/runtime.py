@@ -26,6 +26,7 @@ from .errors import DeviceError, InputError, WeightsError
 from .features import DEFAULT_LAYERS, VGGEncoder, load_encoder
 from .segmentation.auto import SEGMENT_SIDE, segment_shape
 from .settings import TransferConfig, level_sizes
+from .texture import DETAIL_SIDE
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ the Matting Laplacian, Adam's state (2.6 to 2.9 KB measured at 320 to 960 px).""
 SEGMENT_BYTES_PER_PIXEL = 200
 """Per pixel segmented (at most :data:`~photostyle.segmentation.auto.SEGMENT_SIDE` on the long side):
 co-segmentation's upsampled activations, guided filter and colour model (165 B measured)."""
+DETAIL_BYTES_PER_PIXEL = 250
+"""Per pixel of the texture stage (at most :data:`~photostyle.texture.DETAIL_SIDE` on the long side,
+output and style photo alike): detail bands, feathered segments (190 B measured with 6 segments)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -144,16 +148,18 @@ def estimate_peak_bytes(height: int, width: int, size: int) -> int:
     """Peak memory in bytes of a transfer of a ``height x width`` content photo at working long side ``size``.
 
     A bound by design, from the constants above (measured on CPU; on a GPU the same tensors live
-    there): a fixed base, :data:`FULL_BYTES_PER_PIXEL` per photo pixel, and the larger of the
-    optimisation at working size and the segmentation at its bounded size, which never overlap.
+    there): a fixed base, :data:`FULL_BYTES_PER_PIXEL` per photo pixel, and the largest of the
+    optimisation at working size, the segmentation and the texture stage at their bounded sizes,
+    which never overlap.
 
     >>> round(estimate_peak_bytes(5773, 8660, 320) / 2**30, 1)  # 50 megapixels, default settings
     2.7
     """
     work = math.prod(segment_shape(height, width, size))
     segmented = math.prod(segment_shape(height, width, segment_side(size)))
+    detail = math.prod(segment_shape(height, width, DETAIL_SIDE))
     return (MEMORY_BASE_BYTES + FULL_BYTES_PER_PIXEL * height * width
-            + max(WORKING_BYTES_PER_PIXEL * work, SEGMENT_BYTES_PER_PIXEL * segmented))
+            + max(WORKING_BYTES_PER_PIXEL * work, SEGMENT_BYTES_PER_PIXEL * segmented, DETAIL_BYTES_PER_PIXEL * detail))
 
 
 def memory_budget(device: torch.device) -> int | None:
