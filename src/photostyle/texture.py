@@ -65,11 +65,17 @@ def band_gains(
         ``(len(BAND_SIGMAS), K)`` gains in ``[1 / MAX_GAIN, MAX_GAIN] ** strength``; one where a
         segment is empty in either photo.
     """
+    return _gains(_bands(result), style, masks, style_masks, strength)
+
+
+def _gains(
+    bands: list[torch.Tensor], style: torch.Tensor, masks: torch.Tensor, style_masks: torch.Tensor, strength: float
+) -> torch.Tensor:
+    """:func:`band_gains` from the result's :func:`_bands`, which :func:`match_texture` also scales."""
+    present = (masks.sum((0, 2, 3)) > 0) & (style_masks.sum((0, 2, 3)) > 0)
     gains = []
-    for ours, theirs in zip(_bands(result), _bands(style)):
-        e_ours, e_theirs = _energy(ours, masks), _energy(theirs, style_masks)
-        ratio = (e_theirs / e_ours.clamp(min=1e-4)).clamp(1 / MAX_GAIN, MAX_GAIN)
-        present = (masks.sum((0, 2, 3)) > 0) & (style_masks.sum((0, 2, 3)) > 0)
+    for ours, theirs in zip(bands, _bands(style)):
+        ratio = (_energy(theirs, style_masks) / _energy(ours, masks).clamp(min=1e-4)).clamp(1 / MAX_GAIN, MAX_GAIN)
         gains.append(torch.where(present, ratio**strength, torch.ones_like(ratio)))
     return torch.stack(gains)
 
@@ -100,13 +106,14 @@ def match_texture(
     """
     if strength == 0:
         return result
-    gains = band_gains(result, style, masks, style_masks, strength)  # (B, K)
+    bands = _bands(result)
+    gains = _gains(bands, style, masks, style_masks, strength)  # (B, K)
     soft = _blur(masks.to(result.dtype), _FEATHER)
     soft = soft / soft.sum(1, keepdim=True).clamp(min=1e-6)  # (1, K, H, W): partition of unity (uncovered: none)
     covered = soft.sum(1, keepdim=True)
     where = covered if flat <= 0 else covered * texture_weight(content, flat)
     out = result.clone()
-    for band, gain in zip(_bands(result), gains):
+    for band, gain in zip(bands, gains):
         gain_map = (soft * gain.view(1, -1, 1, 1)).sum(1, keepdim=True) + (1 - covered)
         out += (gain_map - 1) * where * band
     return out.clamp_(0, 1)
