@@ -273,3 +273,9 @@ def test_damaged_state_and_weights_files_never_crash(tmp_path, cut, flips, tail,
         except WeightsError:
             return
     assert all(isinstance(v, torch.Tensor) for v in loaded_weights.values())
+
+
+def test_zero_steps_score_the_start_point_and_count_none():
+    result = optimise(_quadratic(torch.ones(1, 3, 2, 2)), torch.zeros(1, 3, 2, 2), 0)
+    assert result.steps == 0 and result.terms["total"] == pytest.approx(12.0)
+    assert torch.equal(result.image, torch.zeros(1, 3, 2, 2))

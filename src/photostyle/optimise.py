@@ -161,8 +161,9 @@ def optimise(
         best.interrupted = True
         if checkpoint is not None:
             checkpoint(snapshot())
-    if iterations == 0:
+    best.steps = done + len(history)
+    if iterations == 0:  # no step: the start point is scored, so its terms are known
         with torch.no_grad():
             evaluate()
-    best.history, best.steps = history, done + len(history)
+    best.history = history
     return best
