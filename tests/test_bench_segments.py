@@ -1,11 +1,12 @@
 """Agreement of automatic segments with hand masks (``python -m photostyle.bench.segments``)."""
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from photostyle.bench.segments import evaluate_pairs, main, segment_agreement
+from photostyle.bench.segments import evaluate_pairs, main, segment_agreement, start_colour
 from photostyle.io import save_image
 from photostyle.masks import Segmentation
 from photostyle.segmentation import base
@@ -68,6 +69,26 @@ def test_labels_must_agree():
                           HAND_C, HAND_S)
 
 
+def _paint(mask: torch.Tensor, inside: tuple[float, float, float], outside: tuple[float, float, float]) -> torch.Tensor:
+    a, b = torch.tensor(inside).view(3, 1, 1), torch.tensor(outside).view(3, 1, 1)
+    return (mask * a + (1 - mask) * b)[None]
+
+
+def test_start_colour_is_lowest_with_the_hand_pairing():
+    """Content: grey left / light grey right; style: magenta top / green bottom (black = left = top).
+
+    One segment for the whole photo sends the darker grey to the darker green: the wrong pairing.
+    """
+    content = _paint(LEFT, (0.3, 0.3, 0.3), (0.8, 0.8, 0.8))
+    style = _paint(TOP, (0.8, 0.2, 0.7), (0.1, 0.7, 0.2))
+    hand = (HAND_C, HAND_S)
+    right = start_colour(content, style, (_seg(LEFT, RIGHT), _seg(TOP, BOTTOM)), hand)
+    one = start_colour(content, style, (_seg(torch.ones(H, W)), _seg(torch.ones(H, W))), hand)
+    swapped = start_colour(content, style, (_seg(LEFT, RIGHT), _seg(BOTTOM, TOP)), hand)
+    assert right == pytest.approx(start_colour(content, style, hand, hand))
+    assert right < 2.0 < 50.0 < min(one, swapped)  # Lab units: green and magenta are about 130 apart
+
+
 class Halves(Segmenter):
     """Content: left/right halves; style: top/bottom halves (the hand masks' pairing)."""
 
@@ -109,6 +130,12 @@ def test_evaluate_pairs_runs_a_segmenter_on_a_folder(pairs_dir):
     (r,) = evaluate_pairs(pairs_dir, segmenter=Halves())
     assert r.id == "1" and r.content_iou == pytest.approx(1.0) and r.style_iou == pytest.approx(1.0)
     assert r.seconds >= 0
+    assert r.colour == pytest.approx(r.hand_colour)  # the same segments as the hand masks
+
+
+def test_evaluate_pairs_can_skip_the_colour(pairs_dir):
+    (r,) = evaluate_pairs(pairs_dir, segmenter=Halves(), colour=False)
+    assert math.isnan(r.colour) and math.isnan(r.hand_colour)
 
 
 def test_command_line_prints_the_table_and_means(pairs_dir, capsys, monkeypatch):
@@ -116,4 +143,4 @@ def test_command_line_prints_the_table_and_means(pairs_dir, capsys, monkeypatch)
     assert main(["--pairs", str(pairs_dir), "--segmenter", "test-halves"]) == 0
     out = capsys.readouterr().out
     assert "content" in out and "style" in out and "mean" in out and "worst" in out
-    assert "1.000" in out
+    assert "1.000" in out and "colour" in out and "hand" in out
