@@ -1,5 +1,6 @@
 import torch
 import torch.nn.functional as F
+from kornia.color import rgb_to_grayscale
 
 from photostyle.upsample import apply_local_affine, fit_local_affine, local_affine_upsample, texture_weight
 
@@ -34,13 +35,17 @@ def test_upsampled_from_half_size_is_close_to_full_size_fit():
     assert (out - target).abs().mean() < 0.01
 
 
-def test_detail_one_reproduces_any_result_and_zero_stays_affine():
+def test_detail_one_reproduces_the_lightness_of_any_result_and_never_its_painted_colour():
     torch.manual_seed(0)
-    guide, result = torch.rand(1, 3, 24, 30), torch.rand(1, 3, 24, 30)
-    assert (local_affine_upsample(guide, result, guide, detail=1.0) - result).abs().max() < 1e-5
+    guide = 0.2 + 0.6 * torch.rand(1, 3, 24, 30)
+    result = 0.9 * guide + 0.05 + 0.05 * torch.randn(1, 3, 24, 30)  # a recolouring plus colour speckle
     affine = local_affine_upsample(guide, result, guide, detail=0.0)
+    full = local_affine_upsample(guide, result, guide, detail=1.0)
     half = local_affine_upsample(guide, result, guide, detail=0.5)
-    assert torch.allclose(half, (affine + result) / 2, atol=1e-5)
+    assert (rgb_to_grayscale(full) - rgb_to_grayscale(result)).abs().max() < 1e-5
+    added = full - affine
+    assert added.abs().mean() > 0.01 and torch.allclose(added, added.mean(dim=1, keepdim=True), atol=1e-6)
+    assert torch.allclose(half, (affine + full) / 2, atol=1e-5)
 
 
 def test_detail_is_carried_through_tiles():
@@ -72,5 +77,5 @@ def test_flat_regions_get_no_added_texture_and_no_blotches():
     affine = local_affine_upsample(guide, painted, guide, detail=0.0)
     flat, textured = (..., slice(0, 15)), (..., slice(25, 40))
     # The 5x5 affine fit alone leaves blotches of the painted noise where the content is flat (std 0.016).
-    assert kept[flat].std() < 0.4 * affine[flat].std() < 0.1 * everywhere[flat].std()
+    assert kept[flat].std() < 0.4 * affine[flat].std() < 0.15 * everywhere[flat].std()
     assert torch.allclose(kept[textured], everywhere[textured], atol=0.05)  # texture stays where the content has it

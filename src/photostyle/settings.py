@@ -141,8 +141,8 @@ class TransferConfig:
     pooling: str = _setting("max", "pooling of the feature network", choices=("max", "avg"))
     affine_radius: int = _setting(2, "window radius in px of the local affine output at working size", minimum=1)
     affine_eps: float = _setting(1e-4, "ridge of the local affine fit", minimum=0.0, above=True)
-    detail: float = _setting(0.75, "share of the texture the optimisation adds that is kept in the output; 0 = a pure "
-                             "local affine recolouring of the content (most photorealistic)", "--detail",
+    detail: float = _setting(0.75, "share of the texture the optimisation adds that is kept in the output, in lightness "
+                             "only; 0 = a pure local affine recolouring of the content (most photorealistic)", "--detail",
                              minimum=0.0, maximum=1.0)
     flat_threshold: float = _setting(0.03, "grey-level standard deviation below which a region counts as flat: there "
                                      "no painted texture is kept and the colour maps are fitted over wide windows; "

@@ -173,9 +173,11 @@ def local_affine_upsample(
         result_small: ``(1, 3, h, w)`` optimised result at working size, in [0, 1].
         guide_full: ``(1, 3, H, W)`` content at full size, in [0, 1]; only read, in row tiles.
         tile_rows: rows per full-resolution tile (default: :func:`tile_rows_for` ``W``).
-        detail: share in [0, 1] of the result's non-affine part (texture the optimisation
-            added) that is kept, bilinearly upsampled; 0 gives a pure local affine recolouring
-            of the content, 1 reproduces the result exactly at working size.
+        detail: share in [0, 1] of the lightness of the result's non-affine part (texture the
+            optimisation added) that is kept, bilinearly upsampled; 0 gives a pure local affine
+            recolouring of the content, 1 reproduces the result's lightness at working size. Its
+            colour is never kept: at object edges it is the purple and green speckle of pixel
+            optimisation, not texture.
         flat: grey-level standard deviation (0..1) of the content that separates flat regions
             from textured ones (:func:`texture_weight`); 0 treats every region as textured.
             Where the content is flat, no texture is added back and the affine maps are
@@ -196,6 +198,7 @@ def local_affine_upsample(
     residual = None
     if detail > 0:
         residual = detail * (result_small - apply_local_affine(coeffs, guide_small, tile_rows=tile_rows))
+        residual = rgb_to_grayscale(residual).repeat(1, 3, 1, 1)  # lightness only: painted colour is speckle
         if weight is not None:
             residual = residual * weight
     return apply_local_affine(coeffs, guide_full, tile_rows=tile_rows, residual=residual)
