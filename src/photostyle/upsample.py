@@ -69,8 +69,9 @@ def apply_local_affine(
         image: ``(1, 3, H, W)`` content photo in [0, 1] at any resolution.
         tile_rows: rows processed at once (default: :func:`tile_rows_for` ``W``); memory beyond
             ``image`` and the output is about ``tile_rows * W * (9 C + 2)`` floats.
-        residual: optional ``(1, C, h, w)`` added after bilinear resampling (the part of a
-            result that no local affine map of the content explains).
+        residual: optional ``(1, C, h, w)`` or ``(1, 1, h, w)`` (added to every channel) added
+            after bilinear resampling (the part of a result that no local affine map of the
+            content explains).
 
     Returns:
         ``(1, C, H, W)`` clamped to [0, 1], on ``image``'s device, of ``image``'s dtype.
@@ -121,7 +122,7 @@ def _apply_tile(coeffs: torch.Tensor, guide: torch.Tensor, channels: int, top: i
     """The output rows ``top .. top + rows`` of :func:`apply_local_affine`.
 
     Args:
-        coeffs: ``(1, C * 4 [+ C], h, w)`` maps, with the residual's ``C`` channels last if any.
+        coeffs: ``(1, C * 4 [+ C or 1], h, w)`` maps, with the residual's channels last if any.
         guide: ``(1, 3, rows, W)`` the content's rows ``top .. top + rows``, in [0, 1].
         channels: ``C``.
         top: the tile's first row in the full image; height: the full image's ``H``.
@@ -198,7 +199,7 @@ def local_affine_upsample(
     residual = None
     if detail > 0:
         residual = detail * (result_small - apply_local_affine(coeffs, guide_small, tile_rows=tile_rows))
-        residual = rgb_to_grayscale(residual).repeat(1, 3, 1, 1)  # lightness only: painted colour is speckle
+        residual = rgb_to_grayscale(residual)  # lightness only, one channel: painted colour is speckle
         if weight is not None:
             residual = residual * weight
     return apply_local_affine(coeffs, guide_full, tile_rows=tile_rows, residual=residual)
