@@ -37,8 +37,10 @@ def _photo(name: str) -> torch.Tensor:
     return resize_long_side(load_image(EXAMPLES / name).tensor, 192)
 
 
-def test_pairs_the_demo_and_records_every_decision(vgg16):
-    content, style = _photo("rocket.jpg"), _photo("coffee.png")
+@pytest.mark.parametrize("style_name", ["coffee.png", "flipped"])
+def test_pairs_a_pair_and_records_every_decision(vgg16, style_name):
+    content = _photo("rocket.jpg")
+    style = content.flip(-2) if style_name == "flipped" else _photo(style_name)
     segmenter = get_segmenter("regmatch")
     content_seg, style_seg = segmenter.segment_pair(content, style)
     assert content_seg.labels == style_seg.labels and len(content_seg.labels) >= 1
@@ -47,6 +49,39 @@ def test_pairs_the_demo_and_records_every_decision(vgg16):
     pairing = segmenter.last_pairing.to_dict()
     assert pairing["method"] == "regmatch" and len(pairing["pairs"]) == len(content_seg.labels)
     assert abs(sum(p["content_fraction"] for p in pairing["pairs"]) - 1) < 0.02
+    json.dumps(pairing)
+
+
+def test_a_rocket_and_a_coffee_cup_share_nothing_so_one_look_covers_the_photo(vgg16):
+    """The demo pair: no part of a launch pad at dusk is a kind of thing in a coffee photo, so pairing regions
+    would pair look-alikes (sky with saucer) and paint a patchwork; the photo takes the style's look as a whole.
+    The same photo styled by itself upside down shares everything and is paired region by region."""
+    content, style = _photo("rocket.jpg"), _photo("coffee.png")
+    segmenter = get_segmenter("regmatch")
+    content_seg, style_seg = segmenter.segment_pair(content, style)
+    pairing = segmenter.last_pairing
+    assert pairing.relatedness < segmenter.min_relatedness and "share no recognisable kind" in pairing.note
+    assert len(content_seg.labels) == 1 and pairing.pairs[0].source == "global"
+    assert bool((content_seg.masks == 1).all()) and bool((style_seg.masks == 1).all())
+    assert pairing.notes()[0] == pairing.note
+    segmenter.segment_pair(content, content.flip(-2))
+    assert segmenter.last_pairing.relatedness > 0.6 and segmenter.last_pairing.note == ""
+    assert len(segmenter.last_pairing.pairs) > 1
+
+
+def test_relatedness_is_the_area_weighted_best_similarity_and_decides_the_pairing():
+    """Content regions of 1/3 and 2/3 whose best style partners score 0.2 and 0.8: relatedness 0.6."""
+    content = torch.zeros(1, 2, 6, 9)
+    content[0, 0, :, :3], content[0, 1, :, 3:] = 1, 1
+    style = _halves(8, 8, vertical=True)
+    content_desc = torch.tensor([[0.2, 0.0, (1 - 0.04) ** 0.5], [0.0, 0.8, 0.6]])
+    style_desc = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    c, s, pairing = pair_regions(content, style, content_desc, style_desc, min_similarity=0.1, min_relatedness=0.55)
+    assert pairing.relatedness == pytest.approx(0.6, abs=1e-5) and pairing.note == "" and len(c.labels) == 2
+    c, s, pairing = pair_regions(content, style, content_desc, style_desc, min_similarity=0.1, min_relatedness=0.65)
+    assert pairing.relatedness == pytest.approx(0.6, abs=1e-5) and "0.60 < 0.65" in pairing.note
+    assert c.labels == s.labels == ["region-0"] and pairing.pairs[0].content_regions == [0, 1]
+    assert bool((c.masks == 1).all()) and bool((s.masks == 1).all())
 
 
 def test_regions_swapped_in_position_keep_their_meaning(vgg16):
@@ -320,6 +355,7 @@ def test_the_default_transfer_reports_each_parts_partner_in_words(vgg16):
     report = json.loads(stylise(content, style, config=config).to_json())
     segmentation = report["segmentation"]
     assert segmentation["segmenter"] == "regmatch" and segmentation["named"] is False
+    assert any("share no recognisable kind" in note for note in segmentation["notes"])  # the pair-level decision
     assert report["segments"] == [p["label"] for p in segmentation["pairing"]]
     assert not any(label.startswith("region-") for label in report["segments"])  # named by place and colour
     for part in segmentation["pairing"]:

@@ -196,7 +196,10 @@ def segment_pair(
     backend, notes = choose_segmenter(segmenter)
     content, style = _shrink(content, max_side), _shrink(style, max_side)
     content_seg, style_seg = backend.segment_pair(content, style)
-    records = {r["label"]: r for r in backend.last_pairing.to_dict()["pairs"]} if backend.last_pairing else {}
+    record = backend.last_pairing.to_dict() if backend.last_pairing else {}
+    records = {r["label"]: r for r in record.get("pairs", [])}
+    if record.get("note"):
+        notes.append(record["note"])
     grouping = None
     if backend.labelled:
         areas: dict[str, float] = {}
