@@ -79,3 +79,15 @@ def test_flat_regions_get_no_added_texture_and_no_blotches():
     # The 5x5 affine fit alone leaves blotches of the painted noise where the content is flat (std 0.016).
     assert kept[flat].std() < 0.4 * affine[flat].std() < 0.15 * everywhere[flat].std()
     assert torch.allclose(kept[textured], everywhere[textured], atol=0.05)  # texture stays where the content has it
+
+
+def test_a_flat_sky_made_brighter_does_not_show_its_noise_several_times_over():
+    """A dark sky with sensor noise (std 0.015 per channel, under the flatness threshold) whose result is three
+    times as bright, as a colour transfer from a dark to a bright sky gives: the output takes the brightness,
+    not three times the noise (an unregularised affine map would reproduce the result exactly)."""
+    torch.manual_seed(0)
+    sky = 0.2 + 0.015 * torch.randn(1, 3, 48, 64)
+    result = (3 * sky).clamp(0, 1)
+    out = local_affine_upsample(sky, result, sky, detail=0.75, flat=0.03, flat_radius=8)
+    assert abs(float(out.mean()) - 0.6) < 0.03
+    assert float(out.std()) < 1.8 * float(sky.std())  # 1.5x; 2.4x if flat regions had the textured ones' ridge

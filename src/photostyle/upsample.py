@@ -22,6 +22,9 @@ from kornia.filters import box_blur
 
 TILE_PIXELS = 2**20
 """Pixels per full-resolution tile: about 60 MB of resampled coefficients, whatever the photo's size."""
+FLAT_RIDGE = 10.0
+"""How many times larger the ridge of the fit in flat regions is than ``eps``; there it pulls the maps towards
+the identity (see :func:`local_affine_upsample`)."""
 
 
 def _mean(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -57,6 +60,13 @@ def fit_local_affine(guide: torch.Tensor, target: torch.Tensor, radius: int = 2,
     b = mean_p - (a * mean_i[:, None]).sum(2)  # (1,C,H,W)
     coeffs = torch.cat([a, b[:, :, None]], dim=2).flatten(1, 2)  # (1,C*4,H,W)
     return _mean(coeffs, radius).to(dtype)
+
+
+def _plus_identity(coeffs: torch.Tensor) -> torch.Tensor:
+    """``(1, 12, h, w)`` maps of a change to a 3-channel image -> the maps of the image itself (``A + I``)."""
+    out = coeffs.clone()
+    out[:, [0, 5, 10]] += 1  # the diagonal of A: channel c's own weight sits at 4c + c
+    return out
 
 
 def apply_local_affine(
@@ -182,9 +192,12 @@ def local_affine_upsample(
         flat: grey-level standard deviation (0..1) of the content that separates flat regions
             from textured ones (:func:`texture_weight`); 0 treats every region as textured.
             Where the content is flat, no texture is added back and the affine maps are
-            fitted over ``flat_radius`` windows instead of ``radius`` ones, so the blotches
-            and swirls an optimiser leaves in a clear sky or a studio backdrop are smoothed
-            away while edges stay sharp (the fit is still affine in the content's colours).
+            fitted over ``flat_radius`` windows instead of ``radius`` ones, so the blotches and swirls an optimiser leaves in a
+            clear sky or a studio backdrop are smoothed away while edges stay sharp (the fit is
+            still affine in the content's colours). There the maps fit the *change* with a ridge
+            :data:`FLAT_RIDGE` times ``eps``, so they lean to the identity: a flat region keeps
+            what little variation it has as it is, where a dark night sky turned into a bright
+            dusk would otherwise show its sensor noise and JPEG blocks several times over.
         flat_radius: window radius in working-size pixels of the fit in flat regions.
 
     Returns:
@@ -194,7 +207,8 @@ def local_affine_upsample(
     weight = None
     if flat > 0:
         weight = texture_weight(guide_small, flat, radius)
-        smooth = fit_local_affine(guide_small, result_small, radius=flat_radius, eps=eps)
+        smooth = _plus_identity(fit_local_affine(guide_small, result_small - guide_small, radius=flat_radius,
+                                                 eps=FLAT_RIDGE * eps))
         coeffs = weight * coeffs + (1 - weight) * smooth
     residual = None
     if detail > 0:
