@@ -192,9 +192,10 @@ def local_affine_upsample(
         flat: grey-level standard deviation (0..1) of the content that separates flat regions
             from textured ones (:func:`texture_weight`); 0 treats every region as textured.
             Where the content is flat, no texture is added back and the affine maps are
-            fitted over ``flat_radius`` windows instead of ``radius`` ones, so the blotches and swirls an optimiser leaves in a
-            clear sky or a studio backdrop are smoothed away while edges stay sharp (the fit is
-            still affine in the content's colours). There the maps fit the *change* with a ridge
+            fitted over ``flat_radius`` windows instead of ``radius`` ones, so the blotches and
+            swirls an optimiser leaves in a clear sky or a studio backdrop are smoothed away
+            while edges stay sharp (the fit is still affine in the content's colours). There the
+            maps fit the *change* with a ridge
             :data:`FLAT_RIDGE` times ``eps``, so they lean to the identity: a flat region keeps
             what little variation it has as it is, where a dark night sky turned into a bright
             dusk would otherwise show its sensor noise and JPEG blocks several times over.

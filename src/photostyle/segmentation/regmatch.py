@@ -466,7 +466,8 @@ def pair_regions(
         confidence = float((prob[members][:, ids].sum(dim=0) * mass).sum() / mass.sum().clamp_min(_EPS))
         pairs.append(RegionPair(label, float(area_c[members].sum()), float(mass.sum()), ids, members,
                                 similarity, confidence, source))  # type: ignore[arg-type]
-    pairing = Pairing(pairs, kc, ks, float(((1 - used).clamp_min(0) * area_s).sum()) if ks else 0.0, relatedness, note)
+    unused = float(((1 - used).clamp_min(0) * area_s).sum()) if ks else 0.0
+    pairing = Pairing(pairs, kc, ks, unused, relatedness, note)
     content_seg = Segmentation(torch.stack(content_out)[None], labels)
     style_seg = Segmentation(torch.stack(style_out)[None], list(labels))
     return content_seg, style_seg, pairing
