@@ -195,10 +195,10 @@ def local_affine_upsample(
             fitted over ``flat_radius`` windows instead of ``radius`` ones, so the blotches and
             swirls an optimiser leaves in a clear sky or a studio backdrop are smoothed away
             while edges stay sharp (the fit is still affine in the content's colours). There the
-            maps fit the *change* with a ridge
-            :data:`FLAT_RIDGE` times ``eps``, so they lean to the identity: a flat region keeps
-            what little variation it has as it is, where a dark night sky turned into a bright
-            dusk would otherwise show its sensor noise and JPEG blocks several times over.
+            maps fit the *change* with a ridge :data:`FLAT_RIDGE` times ``eps``, so they lean to
+            the identity: a flat region keeps what little variation it has as it is, where a dark
+            night sky turned into a bright dusk would otherwise show its sensor noise and JPEG
+            blocks several times over.
         flat_radius: window radius in working-size pixels of the fit in flat regions.
 
     Returns:

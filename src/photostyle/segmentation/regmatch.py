@@ -151,7 +151,8 @@ class Pairing:
                 "note": self.note, "pairs": [p.to_dict() for p in self.pairs]}
 
     def notes(self) -> list[str]:
-        """One line per label, e.g. ``"region-0 (41% of content) <- 2 style regions (38% of style), confidence 0.93"``."""
+        """:attr:`note` first if there is one, then one line per label, e.g.
+        ``"region-0 (41% of content) <- 2 style regions (38% of style), confidence 0.93"``."""
         lines = [self.note] if self.note else []
         for p in self.pairs:
             if p.source == "global":
