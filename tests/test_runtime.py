@@ -145,6 +145,24 @@ def test_sizes_that_fit_are_kept(recwarn):
     assert not recwarn.list
 
 
+@pytest.mark.parametrize("height, width", [(700, 700), (651, 700), (700, 597), (1000, 1000)])
+def test_photos_squarer_than_4_3_work_at_the_pixels_of_a_4_3_frame(height, width, recwarn):
+    """The optimisation's time grows with the working pixels: a square photo must not cost a third more."""
+    fitted = fit_sizes(TransferConfig(size=320), height, width)
+    long, short = fitted.size, round(fitted.size * min(height, width) / max(height, width))
+    assert abs(long * short - 320 * 240) / (320 * 240) < 0.01
+    assert fitted.size < 320 and not recwarn.list  # by design, not a surprise to warn about
+    for wide in ((467, 700), (525, 700), (394, 700), (700, 300)):
+        assert fit_sizes(TransferConfig(size=320), *wide).size == 320
+
+
+def test_a_square_photo_is_optimised_at_the_frame_size_and_returned_at_its_own():
+    content, style = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 48, 64)
+    result = stylise(content, style, config=TransferConfig(**{**TINY, "size": 64}))
+    assert tuple(result.working.shape[-2:]) == (55, 55) and result.config.size == 55
+    assert result.image.shape == content.shape
+
+
 # ---- sizes that cannot fit in memory are refused up front ------------------------------------------
 
 

@@ -116,7 +116,8 @@ class TransferConfig:
         InputError: a value out of range, naming the field, its flag and the valid values.
     """
 
-    size: int = _setting(320, "working resolution, long side in px, never above the content photo's", "--size",
+    size: int = _setting(320, "working resolution, long side in px, never above the content photo's; a photo "
+                         "squarer than 4:3 works at a 4:3 frame's pixel count (a square one at 0.87x)", "--size",
                          minimum=32)
     output_size: int | None = _setting(None, "output long side in px, never above the content photo's (default: "
                                        "the content's own size)", "--output-size", minimum=16, optional=True)
