@@ -62,3 +62,22 @@ def test_photorealism_loss_gradient_and_affine_invariance():
     assert gradcheck(loss, (x,))
     recoloured = torch.einsum("ij,bjhw->bihw", torch.rand(3, 3, dtype=torch.float64), content) + 0.1
     assert loss(recoloured).item() < 1e-6 * loss(x).item()
+
+
+def test_segment_grams_and_their_gradient_match_the_plain_formula_for_soft_sparse_and_dense_masks():
+    torch.manual_seed(0)
+    f = torch.randn(1, 5, 9, 10, dtype=torch.float64, requires_grad=True)
+    m = torch.zeros(1, 3, 9, 10, dtype=torch.float64)
+    m[:, 0, :4] = 1.0
+    m[:, 0, 4:6] = 0.3  # a soft border shared with segment 1
+    m[:, 1, 4:] = 1.0 - m[:, 0, 4:]
+    m[:, 2] = torch.rand(9, 10, dtype=torch.float64)  # touches every pixel: the dense path
+    weights = torch.randn(3, 5, 5, dtype=torch.float64)
+    grams, _ = segment_grams(f, m)
+    flat, masks = f[0].flatten(1), m[0].flatten(1)
+    plain = torch.stack([(flat * mk) @ flat.T / mk.sum() for mk in masks])
+    assert torch.allclose(grams, plain)
+    (mine,) = torch.autograd.grad((grams * weights).sum(), f)
+    (expected,) = torch.autograd.grad((plain * weights).sum(), f)
+    assert torch.allclose(mine, expected)
+    assert gradcheck(lambda x: segment_grams(x, m)[0], (f,))

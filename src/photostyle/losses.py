@@ -48,6 +48,23 @@ def mask_supports(masks: torch.Tensor, dense: float = 0.6) -> list[torch.Tensor 
     return out
 
 
+class _Gram(torch.autograd.Function):
+    """``g @ g.T`` for ``g`` of shape ``(C, n)``, its gradient in one product: ``(dG + dG.T) @ g``.
+
+    Autograd would differentiate the two factors apart, two products of the same size.
+    """
+
+    @staticmethod
+    def forward(ctx, g: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(g)
+        return g @ g.T
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (g,) = ctx.saved_tensors
+        return (grad + grad.T) @ g
+
+
 def segment_grams(
     features: torch.Tensor, masks: torch.Tensor, supports: list[torch.Tensor | None] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,6 +72,9 @@ def segment_grams(
 
     Each segment's Gram matrix is summed over the pixels its mask touches only, so ``K``
     segments that tile the photo cost about one Gram matrix of the whole photo, not ``K``.
+    The pixels of all sparse segments are gathered in one step, weighted by the square root
+    of their mask (``G_k = (f sqrt(m_k)) (f sqrt(m_k))^T``, a symmetric product), so the
+    backward pass is one scatter and one product per segment.
 
     Args:
         features: ``(1, C, h, w)``.
@@ -68,11 +88,16 @@ def segment_grams(
     f = features[0].flatten(1)  # (C, N)
     m = masks[0].flatten(1)  # (K, N)
     area = m.sum(1)  # (K,)
-    grams = []
-    for k, support in enumerate(mask_supports(masks) if supports is None else supports):
-        fk, mk = (f, m[k]) if support is None else (f.index_select(1, support), m[k].index_select(0, support))
-        grams.append((fk * mk) @ fk.T)
-    return torch.stack(grams) / area.clamp(min=1.0)[:, None, None], area / m.shape[1]
+    supports = mask_supports(masks) if supports is None else supports
+    weighted: dict[int, torch.Tensor] = {k: f * m[k].sqrt() for k, s in enumerate(supports) if s is None}
+    sparse = [k for k, s in enumerate(supports) if s is not None]
+    if sparse:
+        index = torch.cat([supports[k] for k in sparse])
+        weights = torch.cat([m[k].index_select(0, supports[k]) for k in sparse]).sqrt()
+        parts = (f.index_select(1, index) * weights).split([supports[k].numel() for k in sparse], dim=1)
+        weighted.update(zip(sparse, parts))
+    grams = torch.stack([_Gram.apply(weighted[k]) for k in range(len(supports))])
+    return grams / area.clamp(min=1.0)[:, None, None], area / m.shape[1]
 
 
 class ContentLoss(nn.Module):
