@@ -78,6 +78,11 @@ def test_the_command_line_is_built_from_the_settings():
             assert setting.help in options[f.name].help
     args = parser.parse_args(["transfer", "a.png", "b.png", "-o", "c.png", "--preset", "fast", "--detail", "0.5"])
     assert cli.config_from_args(args) == from_preset("fast", detail=0.5)
+    best = parser.parse_args(["transfer", "a.png", "b.png", "-o", "c.png", "--preset", "best"])
+    assert cli.config_from_args(best).photo_weight == PRESETS["best"]["photo_weight"] > TransferConfig().photo_weight
+    given = parser.parse_args(["transfer", "a.png", "b.png", "-o", "c.png", "--preset", "best", "--photo-weight", "50"])
+    assert cli.config_from_args(given).photo_weight == 50  # what the user gives wins over the preset
+    assert "from --preset" in options["photo_weight"].help and "--photo-weight" in options["preset"].help
     segment = parser.parse_args(["segment", "a.png", "-o", "out", "--min-fraction", "0.2"])
     assert cli.config_from_args(segment).min_segment == 0.2
 

@@ -53,7 +53,8 @@ def _parser_of(setting: Setting):
 
 
 #: Settings whose default comes from ``--preset``.
-_PRESET_FIELDS = ("size", "iterations", "levels")
+_PRESET_FIELDS = tuple(dict.fromkeys(name for preset in PRESETS.values() for name in preset))
+_PRESET_FLAGS = [setting_of(name).flags[0] for name in _PRESET_FIELDS]
 
 
 def _add_settings(group: argparse._ArgumentGroup, names: Iterable[str] | None = None) -> None:
@@ -81,7 +82,8 @@ def _add_transfer_options(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs a transfer (transfer, bench, batch), from the settings."""
     g = p.add_argument_group("transfer settings")
     g.add_argument("--preset", choices=list(PRESETS), default="balanced",
-                   help="speed/quality: sets --size, --iterations and --levels unless given (default %(default)s)")
+                   help=f"speed/quality: sets {', '.join(_PRESET_FLAGS[:-1])} and {_PRESET_FLAGS[-1]} unless given "
+                        "(default %(default)s)")
     _add_settings(g)
 
 

