@@ -1,7 +1,7 @@
 import torch
 from kornia.color import rgb_to_lab
 
-from photostyle.colour import blend_lab, segment_colour_transfer
+from photostyle.colour import MAX_CHROMA_RATIO, blend_lab, chroma_limits, scale_chroma, segment_colour_transfer
 
 
 def _two_halves(h, w):
@@ -102,3 +102,48 @@ def test_blend_lab_fades_lightness_and_colour_apart():
     lab = rgb_to_lab(blend_lab(content, result, lightness=0.0, chroma=1.0))
     assert torch.allclose(lab[:, :1], lab_c[:, :1], atol=0.05)
     assert torch.allclose(lab[:, 1:], lab_r[:, 1:], atol=0.05)
+
+
+def _chroma(image):
+    return rgb_to_lab(image)[:, 1:].norm(dim=1)
+
+
+def test_chroma_limits_grey_a_segment_whose_style_is_grey_and_leave_a_colourful_one():
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 20, 20) * 0.6 + 0.2  # colourful everywhere
+    style = torch.rand(1, 3, 20, 20) * 0.6 + 0.2
+    style[:, :, :, :10] = style[:, :, :, :10].mean(dim=1, keepdim=True)  # left: black and white
+    m = _two_halves(20, 20)
+    factor = chroma_limits(image, style, m, m, feather=0)
+    assert factor[..., :10].max() < 0.01
+    assert factor[..., 10:].min() > 0.999  # as colourful as its style: untouched
+    out = scale_chroma(image.clone(), factor)
+    assert _chroma(out)[..., :10].mean() < 0.5 < 10 < _chroma(out)[..., 10:].mean()
+
+
+def test_chroma_limits_never_add_colour_and_allow_up_to_the_ratio():
+    torch.manual_seed(0)
+    grey = torch.rand(1, 1, 16, 16).expand(1, 3, 16, 16) * 0.5 + 0.25
+    tint = torch.tensor([0.04, 0.0, -0.04]).view(1, 3, 1, 1)
+    style = grey + tint  # slightly warm
+    assert float(chroma_limits(grey, style).min()) == 1.0  # a grey output is left grey
+    twice = grey + 0.98 * MAX_CHROMA_RATIO * tint  # just within the ratio (chroma is near-linear here)
+    assert float(chroma_limits(twice, style).min()) > 0.999
+    far = grey + 6 * tint
+    factor = chroma_limits(far, style)
+    assert 0.2 < float(factor.mean()) < 0.5
+    assert float(chroma_limits(far, style, strength=0.0).min()) == 1.0
+
+
+def test_scale_chroma_keeps_lightness_and_hue_and_is_the_same_in_tiles():
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 24, 30) * 0.6 + 0.2
+    factor = torch.rand(1, 1, 6, 8)
+    whole = scale_chroma(image.clone(), factor)
+    tiled = scale_chroma(image.clone(), factor, tile_rows=5)
+    assert torch.allclose(whole, tiled, atol=1e-5)
+    lab_in, lab_out = rgb_to_lab(image), rgb_to_lab(whole)
+    assert (lab_in[:, 0] - lab_out[:, 0]).abs().max() < 0.05
+    hue = lambda lab: torch.atan2(lab[:, 2], lab[:, 1])  # noqa: E731
+    strong = _chroma(whole) > 2
+    assert (hue(lab_in) - hue(lab_out))[strong].abs().max() < 1e-2

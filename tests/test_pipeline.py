@@ -30,6 +30,14 @@ def test_chroma_zero_changes_tone_but_keeps_the_contents_colours():
     assert (lab_grey[:, :1] - lab_c[:, :1]).abs().mean() > 3  # the style's tone still arrives
 
 
+def test_a_black_and_white_style_gives_a_black_and_white_result():
+    content, style = _pair()
+    grey_style = style.mean(dim=1, keepdim=True).expand_as(style).contiguous()
+    out = stylise(content, grey_style, config=TransferConfig(**TINY)).image
+    assert rgb_to_lab(out)[:, 1:].norm(dim=1).max() < 0.5  # not a tint left, where the content is colourful
+    assert rgb_to_lab(content)[:, 1:].norm(dim=1).mean() > 10
+
+
 def test_flat_threshold_keeps_flat_regions_of_the_content_smooth():
     torch.manual_seed(0)
     content = torch.full((1, 3, 28, 32), 0.5)

@@ -10,6 +10,11 @@ Two methods, both segment by segment with feathered blending between segments:
 
 The optimisation starts from one of these: the colours are right from step one,
 so the optimiser only has to fix what statistics cannot (structure, local tone).
+
+The finished output's colourfulness is then held within reach of the style's
+(:func:`chroma_limits`, :func:`scale_chroma`): the content term pulls the content's own
+colours back during the optimisation, which is all but invisible against a colourful
+style and plain to see against a black-and-white one.
 """
 
 from __future__ import annotations
@@ -20,8 +25,13 @@ import torch
 from kornia.color import lab_to_rgb, rgb_to_lab
 from kornia.filters import gaussian_blur2d
 
+from .upsample import resample_rows, tile_rows_for
+
 _EPS = 1e-4
 _QUANTILES = 65
+MAX_CHROMA_RATIO = 2.0
+"""A segment of the output may be at most this many times as colourful (mean CIE Lab chroma) as its style
+segment: a black-and-white style gives a black-and-white segment, a muted one a muted one."""
 
 
 def _soft_weights(masks: torch.Tensor, feather: float) -> torch.Tensor:
@@ -188,3 +198,69 @@ def blend_lab(content: torch.Tensor, result: torch.Tensor, lightness: float = 1.
     lab_content, lab_result = rgb_to_lab(content), rgb_to_lab(result)
     share = lab_result.new_tensor([lightness, chroma, chroma]).view(1, 3, 1, 1)
     return lab_to_rgb(lab_content + share * (lab_result - lab_content)).clamp(0, 1)
+
+
+def _mean_chroma(image: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``(K,)`` mean CIE Lab chroma ``sqrt(a*^2 + b*^2)`` of ``image`` ``(1, 3, H, W)`` under ``weights`` ``(1, K, H, W)``."""
+    chroma = rgb_to_lab(image.clamp(0, 1))[:, 1:].norm(dim=1, keepdim=True)  # (1, 1, H, W)
+    return (weights * chroma).sum(dim=(0, 2, 3)) / weights.sum(dim=(0, 2, 3)).clamp(min=_EPS)
+
+
+def chroma_limits(
+    image: torch.Tensor,
+    style: torch.Tensor,
+    masks: torch.Tensor | None = None,
+    style_masks: torch.Tensor | None = None,
+    max_ratio: float = MAX_CHROMA_RATIO,
+    strength: float = 1.0,
+    feather: float | None = None,
+) -> torch.Tensor:
+    """Per-pixel factors that bring each segment's colourfulness within ``max_ratio`` of its style segment's.
+
+    A segment whose mean chroma ``C`` is above ``max_ratio`` times the style segment's ``C_s`` gets
+    the factor ``max_ratio * C_s / C`` on a* and b*; every other segment 1 (colour is never added).
+    Pixels no segment covers are judged against the whole photos. Factors blend between segments
+    like :func:`segment_colour_transfer`'s maps, so no seam shows.
+
+    Args:
+        image: ``(1, 3, H, W)`` the output (any size up to the output's), RGB in [0, 1].
+        style: ``(1, 3, H', W')`` RGB in [0, 1].
+        masks: ``(1, K, H, W)`` in [0, 1], or ``None`` for one segment.
+        style_masks: ``(1, K, H', W')`` in [0, 1] (soft weights allowed), or ``None``.
+        max_ratio: the largest ratio of mean chromas left alone (> 0).
+        strength: share of the reduction applied, in [0, 1] (0 returns all ones).
+        feather: blending width in px (default: 1% of the long side).
+
+    Returns:
+        ``(1, 1, H, W)`` factors in (0, 1].
+
+    Example:
+        >>> grey = torch.full((1, 3, 8, 8), 0.5)
+        >>> red = torch.zeros(1, 3, 8, 8); red[:, 0] = 0.8
+        >>> float(chroma_limits(red, grey).max()) < 0.01
+        True
+    """
+    if masks is None or style_masks is None:
+        masks, style_masks = image.new_ones(1, 1, *image.shape[-2:]), style.new_ones(1, 1, *style.shape[-2:])
+    masks_c = torch.cat([masks, image.new_ones(1, 1, *image.shape[-2:])], 1)
+    masks_s = torch.cat([style_masks, style.new_ones(1, 1, *style.shape[-2:])], 1)
+    ratio = max_ratio * _mean_chroma(style, masks_s) / _mean_chroma(image, masks_c).clamp(min=_EPS)
+    factor = 1 - strength * (1 - ratio.clamp(max=1))  # (K+1,)
+    weights = _soft_weights(masks, 0.01 * max(image.shape[-2:]) if feather is None else feather)
+    return (weights * factor.view(1, -1, 1, 1)).sum(1, keepdim=True)
+
+
+def scale_chroma(image: torch.Tensor, factor: torch.Tensor, tile_rows: int | None = None) -> torch.Tensor:
+    """Multiply a* and b* of ``image`` ``(1, 3, H, W)`` by ``factor`` ``(1, 1, h, w)``, bilinearly resampled, in row tiles.
+
+    Lightness and hue are kept. ``image`` is changed in place and returned, in [0, 1].
+    """
+    _, _, height, width = image.shape
+    rows = tile_rows or tile_rows_for(width)
+    factor = factor.to(image.device, image.dtype)
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        lab = rgb_to_lab(image[:, :, top:bottom].clamp(0, 1))
+        lab[:, 1:] *= resample_rows(factor, top, bottom - top, height, width)
+        image[:, :, top:bottom] = lab_to_rgb(lab).clamp(0, 1)
+    return image

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from . import io
-from .colour import blend_lab, segment_colour_transfer
+from .colour import blend_lab, chroma_limits, scale_chroma, segment_colour_transfer
 from .critic import Critic
 from .features import VGGEncoder
 from .losses import ContentLoss, PhotorealismLoss, SegmentStyleLoss
@@ -270,6 +270,8 @@ def stylise(
         output = _carry(config, previous, look, content_full)
     with timer("texture"):
         output = _texture(config, output, content_full, style, content_seg, style_seg)
+    with timer("chroma"):
+        output = _limit_chroma(config, output, style, content_seg, style_seg)
 
     score = None
     if critic is not None:
@@ -314,6 +316,24 @@ def _texture(
     if small.shape == output.shape:
         return matched
     return add_resampled(output, matched - small)
+
+
+def _limit_chroma(
+    config: TransferConfig, output: torch.Tensor, style: torch.Tensor, content_seg: Segmentation,
+    style_seg: Segmentation,
+) -> torch.Tensor:
+    """``output`` with no segment more than :data:`~photostyle.colour.MAX_CHROMA_RATIO` times as colourful as its
+    style segment (:func:`~photostyle.colour.chroma_limits`), measured up to ``DETAIL_SIDE`` px."""
+    strength = config.strength * config.chroma
+    if strength == 0:
+        return output
+    small = io.resize_long_side(output, min(max(output.shape[-2:]), DETAIL_SIDE))
+    style_small = io.resize_long_side(style, min(max(style.shape[-2:]), DETAIL_SIDE))
+    factor = chroma_limits(small, style_small, content_seg.resize(*small.shape[-2:]).masks.to(small),
+                           style_seg.resize(*style_small.shape[-2:]).masks.to(small), strength=strength)
+    if float(factor.min()) > 0.999:
+        return output
+    return scale_chroma(output, factor)
 
 
 def _objective(

@@ -110,11 +110,11 @@ def add_resampled(image: torch.Tensor, change: torch.Tensor, tile_rows: int | No
     change = change.to(image.device, image.dtype)
     for top in range(0, height, rows):
         bottom = min(top + rows, height)
-        image[:, :, top:bottom] += _resample_rows(change, top, bottom - top, height, width)
+        image[:, :, top:bottom] += resample_rows(change, top, bottom - top, height, width)
     return image.clamp_(0, 1)
 
 
-def _resample_rows(field: torch.Tensor, top: int, rows: int, height: int, width: int) -> torch.Tensor:
+def resample_rows(field: torch.Tensor, top: int, rows: int, height: int, width: int) -> torch.Tensor:
     """Rows ``top .. top + rows`` of ``field`` ``(1, C, h, w)`` bilinearly resampled to ``height x width``."""
     kind = dict(device=field.device, dtype=field.dtype)
     xs = (torch.arange(width, **kind) + 0.5) / width * 2 - 1
@@ -140,7 +140,7 @@ def _apply_tile(coeffs: torch.Tensor, guide: torch.Tensor, channels: int, top: i
     Returns:
         ``(1, C, rows, W)`` in [0, 1].
     """
-    sampled = _resample_rows(coeffs, top, guide.shape[-2], height, guide.shape[-1])
+    sampled = resample_rows(coeffs, top, guide.shape[-2], height, guide.shape[-1])
     tile = sampled[:, : channels * 4].unflatten(1, (channels, 4))  # (1,C,4,rows,W)
     out = (tile[:, :, :3] * guide[:, None]).sum(2) + tile[:, :, 3]
     if sampled.shape[1] > channels * 4:

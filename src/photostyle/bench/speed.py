@@ -36,7 +36,7 @@ __all__ = ["DEFAULT_MEGAPIXELS", "EXAMPLES", "machine_name", "parse_megapixels",
 DEFAULT_MEGAPIXELS = (0.3, 2.0, 12.0, 24.0, 50.0)
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 #: stages of the pipeline, in order, as the report's ``seconds`` names them
-STAGES = ("load", "segment", "build_losses", "prepare", "init", "optimise", "upsample", "texture", "save")
+STAGES = ("load", "segment", "build_losses", "prepare", "init", "optimise", "upsample", "texture", "chroma", "save")
 
 
 def parse_megapixels(text: str) -> list[float]:
