@@ -72,6 +72,11 @@ def _links(d: Path) -> None:
 def _interrupted_state(d: Path) -> None:
     """An earlier result and the resume state of a run on other inputs (the photos swapped)."""
     (d / "out.png").write_bytes(b"an earlier result")
+    _state_only(d)
+
+
+def _state_only(d: Path) -> None:
+    """The resume state of a run on other inputs, its partial result deleted."""
     torch.save({"image": torch.zeros(1), "best_image": torch.zeros(1),
                 "meta": json.dumps({"version": 1, "fingerprint": "other inputs", "step": 1, "level": 0,
                                     "best_terms": {}})}, state_path(d / "out.png"))
@@ -95,6 +100,9 @@ CASES: dict[str, Case] = {
     "output-is-symlink-to-content": Case(T + " -o {d}/link.png --overwrite", 2, "is the input", _links),
     "output-is-hard-link-to-style": Case(T + " -o {d}/hard.png --overwrite", 2, "is the input", _links),
     "output-is-content-resume": Case(T + " -o {d}/content.png --resume", 2, "is the input photo or mask"),
+    "step-image-is-content": Case("transfer {d}/out.step0001.png {d}/style.png " + " ".join(FAST) +
+                                  " -o {d}/out.png --save-every 1 --overwrite", 2, "the intermediate image",
+                                  lambda d: (d / "out.step0001.png").write_bytes((d / "content.png").read_bytes())),
     "output-is-mask": Case(T + " -o {d}/cmask.png --overwrite --content-mask {d}/cmask.png --style-mask {d}/smask.png",
                            2, "is the input photo or mask", _masks),
     "report-is-content": Case(T + " -o {d}/out.png --report {d}/content.png", 2, "the report"),
@@ -110,6 +118,13 @@ CASES: dict[str, Case] = {
     "output-is-a-folder": Case(T + " -o {d}/out.png --overwrite", 6, "is a folder", _folder("out.png")),
     "output-folder-missing": Case(T + " -o {d}/nope/out.png", 6, "does not exist"),
     "output-unknown-type": Case(T + " -o {d}/out.xyz", 6, "unknown image type"),
+    "state-of-an-earlier-run": Case(T + " -o {d}/out.png", 6, "add --resume to continue it", _state_only),
+    "state-of-other-inputs-resume": Case(T + " -o {d}/out.png --resume", 6, "does not continue with these files",
+                                         _state_only),
+    "step-image-exists": Case(T + " -o {d}/out.png --save-every 1", 6, "out.step0001.png already exists",
+                              _file("out.step0001.png")),
+    "step-image-exists-resume-without-state": Case(T + " -o {d}/out.png --save-every 1 --resume", 6,
+                                               "out.step0001.png already exists", _file("out.step0001.png")),
     "state-path-is-a-folder": Case(T + " -o {d}/out.png --save-every 1", 6, "is a folder",
                                    _folder("out.png.photostyle-state.pt")),
     # options out of range: usage errors (exit 2)

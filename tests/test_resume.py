@@ -22,6 +22,7 @@ from photostyle import cli, pipeline, weights
 from photostyle.errors import OutputError, WeightsError
 from photostyle.optimise import Checkpoint, optimise
 from photostyle.pipeline import TransferConfig, transfer
+from photostyle.progress import ProgressCallback
 from photostyle.state import StateFile, fingerprint, state_path
 
 from helpers import write_pair
@@ -151,8 +152,11 @@ def test_resume_without_state_starts_afresh(tmp_path, pair):
 def test_unreadable_state_is_ignored(tmp_path, pair):
     out = tmp_path / "out.png"
     state_path(out).write_bytes(b"PK\x03\x04 not a torch file")
+    with pytest.warns(UserWarning, match="unreadable saved state"), pytest.raises(OutputError, match="--overwrite"):
+        transfer(*pair, out, _config(), keep_state=0, resume=True)  # not this run's file: kept
+    assert state_path(out).read_bytes().startswith(b"PK")
     with pytest.warns(UserWarning, match="unreadable saved state"):
-        result = transfer(*pair, out, _config(), keep_state=0, resume=True)
+        result = transfer(*pair, out, _config(), keep_state=0, resume=True, overwrite=True)
     assert result.steps == 6 and not state_path(out).exists()
 
 
@@ -167,7 +171,7 @@ def test_malicious_state_file_runs_no_code(tmp_path, pair):
     payload.marker = tmp_path / "pwned"
     torch.save({"image": payload, "meta": "{}"}, state_path(out))
     with pytest.warns(UserWarning, match="unreadable saved state"):
-        transfer(*pair, out, _config(iterations=1), resume=True)
+        transfer(*pair, out, _config(iterations=1), resume=True, overwrite=True)
     assert not payload.marker.exists()
 
 
@@ -202,6 +206,32 @@ def test_cli_resume_message_and_finish(tmp_path, pair, capsys, monkeypatch):
     report = tmp_path / "report.json"
     assert cli.main([*args, "--resume", "--report", str(report)]) == 0
     assert json.loads(report.read_text())["steps"] == 5 and not state_path(out).exists()
+
+
+def test_cli_resume_replaces_only_its_own_step_images(tmp_path, pair, capsys, monkeypatch):
+    out = tmp_path / "out.png"
+    args = ["transfer", *map(str, pair), "-o", str(out), "--weights", "none", "--size", "32", "--iterations", "4",
+            "--segmentation", "none", "-q", "--save-every", "1"]
+    real = ProgressCallback.__call__
+
+    def stop_at_two(self, step, image, terms):
+        real(self, step, image, terms)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProgressCallback, "__call__", stop_at_two)
+    assert cli.main(args) == 130
+    steps = sorted(p.name for p in tmp_path.glob("out.step*"))
+    assert steps == ["out.step0001.png", "out.step0002.png"] and state_path(out).is_file()
+    monkeypatch.setattr(ProgressCallback, "__call__", real)
+    out.unlink()  # even without the partial result, a fresh run keeps the interrupted run's files
+    capsys.readouterr()
+    assert cli.main(args) == 6 and "out.step0001.png already exists" in capsys.readouterr().err
+    kept = {p.name: p.read_bytes() for p in tmp_path.glob("out.step*")}
+    assert cli.main([*args, "--resume"]) == 0  # its own run: the later steps are added
+    assert sorted(p.name for p in tmp_path.glob("out.step*")) == [f"out.step000{i}.png" for i in range(1, 5)]
+    assert all((tmp_path / name).read_bytes() == data for name, data in kept.items())
+    assert not state_path(out).exists()
 
 
 # ---- files from outside ------------------------------------------------------------------------------

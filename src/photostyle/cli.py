@@ -101,13 +101,15 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     output = Path(args.output)
-    progress = ProgressCallback(config.total_steps, quiet=args.quiet, save_every=args.save_every, output=output)
+    progress = ProgressCallback(config.total_steps, quiet=args.quiet, save_every=args.save_every, output=output,
+                                overwrite=args.overwrite or args.resume)
     with progress:
         result = transfer(
             args.content, args.style, output, config,
             content_mask=args.content_mask, style_mask=args.style_mask,
             overwrite=args.overwrite, callback=progress, keep_state=args.save_every, resume=args.resume,
             report_path=args.report, lut_path=args.lut, lut_size=args.lut_size, hald_path=args.hald,
+            intermediate_paths=progress.existing_files(),
         )
     if not args.quiet:
         for note in result.segmentation.mask_notes:

@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ import torch
 from . import io
 from .colour import blend_lab, chroma_limits, scale_chroma, segment_colour_transfer
 from .critic import Critic
+from .errors import OutputError
 from .features import VGGEncoder
 from .losses import ContentLoss, PhotorealismLoss, SegmentStyleLoss
 from .masks import Segmentation
@@ -412,13 +413,16 @@ def transfer(
     lut_path: str | Path | None = None,
     lut_size: int = 33,
     hald_path: str | Path | None = None,
+    intermediate_paths: Sequence[str | Path] = (),
 ) -> TransferResult:
     """Files in, file out: the command line's ``transfer``.
 
     Every file it will write is checked before any work: the output (and ``report_path``, a JSON
-    report of the run) must not be one of the inputs, whatever ``overwrite`` says, and an existing
-    output or report is replaced only with ``overwrite``, or by ``resume`` when it continues a saved
-    state of the same files and settings (the output and report are then that run's own). Then it
+    report of the run, and ``intermediate_paths``, files already there that the ``callback`` would
+    save images to) must not be
+    one of the inputs, whatever ``overwrite`` says, and an existing output, report, intermediate
+    image or resume state is replaced only with ``overwrite``, or by ``resume`` when it continues a
+    saved state of the same files and settings (they are then that run's own). Then it
     loads both photos, runs :func:`stylise` (which reads the masks) and writes the result atomically
     (the content's EXIF and alpha are kept) and the report (:meth:`TransferResult.to_json`).
 
@@ -441,7 +445,8 @@ def transfer(
     if keep_state is not None or resume:
         state = StateFile(output_path, _fingerprint(inputs, config), every=keep_state or 0)
     io.check_distinct({"the output": output_path, "the report": report_path, "the resume state": state and state.path,
-                       "the LUT": lut_path, "the Hald CLUT": hald_path}, inputs)
+                       "the LUT": lut_path, "the Hald CLUT": hald_path,
+                       **{f"the intermediate image {Path(p).name}": p for p in intermediate_paths}}, inputs)
     if resume and state.fingerprint:
         state.load()
     own_files = overwrite or (state is not None and state.start is not None)
@@ -449,9 +454,14 @@ def transfer(
     for path in (report_path, lut_path):
         if path is not None:
             io.check_writable(path, overwrite=own_files)
-    if hald_path is not None:
-        io.check_output_path(hald_path, overwrite=own_files)
+    for path in (hald_path, *intermediate_paths):
+        if path is not None:
+            io.check_output_path(path, overwrite=own_files)
     if state is not None:
+        if state.path.is_file() and not own_files:
+            hint = "it does not continue with these files and settings" if resume else "add --resume to continue it"
+            raise OutputError(f"{state.path} holds the saved state of an earlier, interrupted run; {hint}, "
+                              "or use --overwrite to start afresh and replace it")
         io.check_writable(state.path, overwrite=True)
 
     timer = _Timer()
