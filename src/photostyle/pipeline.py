@@ -419,10 +419,10 @@ def transfer(
 
     Every file it will write is checked before any work: the output (and ``report_path``, a JSON
     report of the run, and ``intermediate_paths``, files already there that the ``callback`` would
-    save images to) must not be
-    one of the inputs, whatever ``overwrite`` says, and an existing output, report, intermediate
-    image or resume state is replaced only with ``overwrite``, or by ``resume`` when it continues a
-    saved state of the same files and settings (they are then that run's own). Then it
+    save images to) must not be one of the inputs, whatever ``overwrite`` says, and an existing
+    output, report, intermediate image or resume state is replaced only with ``overwrite``, or by
+    ``resume`` when it continues a saved state of the same files and settings (they are then that
+    run's own). Then it
     loads both photos, runs :func:`stylise` (which reads the masks) and writes the result atomically
     (the content's EXIF and alpha are kept) and the report (:meth:`TransferResult.to_json`).
 
@@ -445,8 +445,9 @@ def transfer(
     if keep_state is not None or resume:
         state = StateFile(output_path, _fingerprint(inputs, config), every=keep_state or 0)
     io.check_distinct({"the output": output_path, "the report": report_path, "the resume state": state and state.path,
-                       "the LUT": lut_path, "the Hald CLUT": hald_path,
-                       **{f"the intermediate image {Path(p).name}": p for p in intermediate_paths}}, inputs)
+                       "the LUT": lut_path, "the Hald CLUT": hald_path}, inputs)
+    for path in intermediate_paths:
+        io.check_distinct({"the intermediate image": path}, inputs)
     if resume and state.fingerprint:
         state.load()
     own_files = overwrite or (state is not None and state.start is not None)

@@ -48,15 +48,10 @@ class ProgressCallback:
 
     def existing_files(self) -> list[Path]:
         """The files already there that a run from step 0 would save intermediate images to."""
-        if not self.save_every or self.output is None or not self.output.parent.is_dir():
+        if not self.save_every or self.output is None:
             return []
-        found = []
-        for path in self.output.parent.glob(f"{self.output.stem}.step*.png"):
-            step = path.name[len(self.output.stem) + 5:-4]
-            if step.isdigit() and path == self.step_path(int(step)) and 0 < int(step) <= self.total \
-                    and int(step) % self.save_every == 0:
-                found.append(path)
-        return sorted(found)
+        steps = range(self.save_every, self.total + 1, self.save_every)
+        return [path for path in map(self.step_path, steps) if path.exists()]
 
     def __call__(self, step: int, image: torch.Tensor, terms: dict[str, float]) -> None:
         if self.bar is None:
