@@ -1,3 +1,5 @@
+import os
+import shutil
 import sys
 
 import pytest
@@ -103,3 +105,33 @@ def test_classes_sharing_a_name_share_a_mask(tiny_checkpoint):
     assert torch.equal(coarse.masks.sum(dim=1), torch.ones(1, 40, 40))
     even = sum(fine.masks[:, k] for k, name in enumerate(fine.labels) if ADE20K_CLASSES.index(name) % 2 == 0)
     assert torch.equal(coarse.masks[:, coarse.labels.index("even")], even)
+
+
+def _refuse_hub(monkeypatch):
+    """Make any call that would ask the hub (a load by hub id) fail the test."""
+    real = transformers.AutoModelForSemanticSegmentation.from_pretrained
+
+    def local_only(path, *args, **kwargs):
+        assert os.path.isdir(path), f"from_pretrained was given a hub id ({path!r}), which may open a socket"
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForSemanticSegmentation, "from_pretrained", local_only)
+
+
+def test_a_hub_id_missing_from_the_cache_is_refused_without_asking_the_hub(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    _refuse_hub(monkeypatch)
+    with pytest.raises(WeightsError, match="not on this machine.*photostyle weights --fetch ade20k"):
+        ADE20KSegmenter("nvidia/segformer-b0-finetuned-ade-512-512", local_files_only=True)
+
+
+def test_a_cached_hub_id_loads_from_its_snapshot_folder(monkeypatch, tmp_path, tiny_checkpoint):
+    repo = tmp_path / "models--someone--tiny-segformer"
+    shutil.copytree(tiny_checkpoint, repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    _refuse_hub(monkeypatch)
+    segmenter = ADE20KSegmenter("someone/tiny-segformer", local_files_only=True, size=32)
+    assert len(segmenter.class_names) == 150

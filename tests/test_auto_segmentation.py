@@ -13,6 +13,7 @@ from photostyle.segmentation.auto import SegmentationOutcome, choose_segmenter, 
 from photostyle.segmentation.base import Segmenter
 from photostyle.segmentation.coseg import CoSegmenter
 from photostyle.segmentation.regmatch import RegionMatchSegmenter
+from photostyle.settings import TransferConfig
 
 DPST = Path("/work/shared/benchmark/dpst")
 
@@ -93,6 +94,17 @@ def test_auto_picks_regmatch_when_ade20k_is_missing(registry):
     backend, notes = choose_segmenter("auto")
     assert isinstance(backend, RegionMatchSegmenter) and backend.name == "regmatch"
     assert "regmatch" in notes[0]
+
+
+def test_segmenters_on_vgg16_features_take_the_transfers_vgg16_weights(registry, tmp_path):
+    """``--weights PATH`` serves segmentation too: no run needs the registry's file beside the user's."""
+    registry["ade20k"] = MissingWeights
+    mine = str(tmp_path / "my-vgg16.pth")
+    for name in ("auto", "regmatch", "coseg"):
+        backend, _ = choose_segmenter(name, mine)
+        assert backend.weights == mine, name
+    assert TransferConfig(weights=mine).vgg16_weights == mine
+    assert TransferConfig(weights=mine, arch="vgg19").vgg16_weights == "default"  # VGG19 weights fit no VGG16
 
 
 def test_auto_picks_ade20k_when_available(registry):

@@ -351,7 +351,7 @@ def test_the_default_transfer_reports_each_parts_partner_in_words(vgg16):
     from photostyle.pipeline import TransferConfig, stylise
 
     content, style = _photo("rocket.jpg"), _photo("coffee.png")
-    config = TransferConfig(size=64, iterations=1, weights=None, segmenter="regmatch")  # "auto" without ADE20K
+    config = TransferConfig(size=64, iterations=1, segmenter="regmatch")  # "auto" without ADE20K; VGG16 segments by meaning
     report = json.loads(stylise(content, style, config=config).to_json())
     segmentation = report["segmentation"]
     assert segmentation["segmenter"] == "regmatch" and segmentation["named"] is False

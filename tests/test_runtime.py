@@ -138,6 +138,18 @@ def test_output_size_above_the_photo_is_capped_with_a_warning():
     assert result.image.shape == content.shape
 
 
+def test_a_transparent_photo_keeps_its_alpha_at_a_smaller_output_size(tmp_path):
+    rgba = np.random.default_rng(0).integers(0, 256, (40, 60, 4), dtype=np.uint8)
+    rgba[:, :30, 3] = 0  # the left half transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "content.png")
+    write_photo(tmp_path / "style.png", 50, 40)
+    pipeline.transfer(tmp_path / "content.png", tmp_path / "style.png", tmp_path / "out.png",
+                      TransferConfig(**TINY, output_size=30))
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert out.shape == (20, 30, 4)
+    assert out[:, :13, 3].max() == 0 and out[:, 17:, 3].min() > 0  # the same half, resized
+
+
 def test_sizes_that_fit_are_kept(recwarn):
     config = TransferConfig(size=320, output_size=1000)
     assert fit_sizes(config, 2000, 3000) is config

@@ -262,13 +262,14 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             f"cannot create the folder {out} ({err.strerror}); choose another -o") from err
     pairing: list[dict] = []
     if len(images) == 1:
-        backend, notes = choose_segmenter(config.segmenter)
+        backend, notes = choose_segmenter(config.segmenter, config.vgg16_weights)
         segs, name, grouping = [backend.segment(images[0])], backend.name, None
         if not backend.labelled:
             segs = name_segments(images[0], segs[0])
     else:
         outcome = segment_pair(images[0], images[1], segmenter=config.segmenter, metric=config.similarity_metric,
-                               threshold=config.semantic_threshold, min_fraction=config.min_segment)
+                               threshold=config.semantic_threshold, min_fraction=config.min_segment,
+                               vgg16_weights=config.vgg16_weights)
         segs, notes = [outcome.content, outcome.style], outcome.notes
         name, grouping, pairing = outcome.segmenter, outcome.grouping, outcome.pairing
     summary = {"segmenter": name, "images": {role: {"path": str(path), "labels": seg.labels,

@@ -223,6 +223,7 @@ def stylise(
             content_full, style, method=config.segmentation, content_mask=content_mask, style_mask=style_mask,
             segmenter=config.segmenter, metric=config.similarity_metric, threshold=config.semantic_threshold,
             min_fraction=config.min_segment, max_side=segment_side(config.size),
+            vgg16_weights=config.vgg16_weights,
         )
     content_seg, style_seg = segmentation.content, segmentation.style
 
@@ -475,8 +476,11 @@ def transfer(
     interrupted = result.interrupted
     if keep_partial or not interrupted:
         with timer("save"):
+            alpha = content.alpha
+            if alpha is not None and alpha.shape[-2:] != result.image.shape[-2:]:  # --output-size
+                alpha = io.resize_long_side(alpha, max(result.image.shape[-2:]))  # as the content was
             io.save_image(
-                result.image.cpu(), output_path, alpha=content.alpha, icc_profile=content.icc_profile,
+                result.image.cpu(), output_path, alpha=alpha, icc_profile=content.icc_profile,
                 exif=content.exif, bit_depth=io.output_bit_depth(output_path, content.bit_depth), overwrite=own_files,
             )
     if state is not None and not interrupted:

@@ -187,6 +187,12 @@ class TransferConfig:
         """Optimisation steps of the whole run, every level: what progress bars count to."""
         return sum(self.level_steps)
 
+    @property
+    def vgg16_weights(self) -> str | None:
+        """The VGG16 weights of the segmenters built on VGG16 features: ``weights`` when the
+        transfer's network is VGG16 too, else the registry's."""
+        return self.weights if self.arch == "vgg16" else "default"
+
     def __post_init__(self) -> None:
         if isinstance(self.style_layers, list):  # as JSON gives it back
             self.style_layers = tuple(self.style_layers)

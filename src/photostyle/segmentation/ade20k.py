@@ -13,6 +13,7 @@ transformers is imported only when a segmenter is built: ``pip install 'photosty
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,11 +74,37 @@ ADE20K_CLASSES: tuple[str, ...] = (
 _INSTALL = "pip install 'photostyle[ade20k]'"
 
 
+def _local_checkpoint(checkpoint: str) -> str | None:
+    """``checkpoint``'s directory on disk: itself, or its snapshot in the Hugging Face cache; ``None`` if neither.
+
+    Loading from a directory never opens a socket, whereas some transformers versions still ask the
+    hub about a cached hub id (``adapter_config.json``) with ``local_files_only=True``.
+    """
+    if Path(checkpoint).expanduser().is_dir():
+        return str(Path(checkpoint).expanduser())
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(checkpoint, "config.json")
+    except ValueError:  # not a valid hub id
+        return None
+    return str(Path(found).parent) if isinstance(found, str) else None
+
+
 def _load_model(checkpoint: str, local_files_only: bool) -> Any:
     try:
         from transformers import AutoModelForSemanticSegmentation
     except ImportError as err:
         raise WeightsError(f"the ade20k segmenter needs transformers; install it with: {_INSTALL}") from err
+    if local_files_only:
+        local = _local_checkpoint(checkpoint)
+        if local is None:
+            raise WeightsError(
+                f"the ADE20K segmentation model {checkpoint!r} is not on this machine; fetch it once with "
+                f"'photostyle weights --fetch ade20k' (or the checkpoint you want), or pass "
+                f"checkpoint=/path/to/a/save_pretrained/directory"
+            )
+        checkpoint = local
     try:
         model = AutoModelForSemanticSegmentation.from_pretrained(checkpoint, local_files_only=local_files_only)
     except (OSError, ValueError) as err:

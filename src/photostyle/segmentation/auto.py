@@ -97,13 +97,18 @@ class SegmentationOutcome:
                 "pairing": self.pairing, "named": self.named}
 
 
-def choose_segmenter(name: str | Segmenter = "auto") -> tuple[Segmenter, list[str]]:
+#: The segmenters built on ImageNet VGG16 features: they take the transfer's VGG16 weights.
+VGG16_SEGMENTERS = ("regmatch", "coseg")
+
+
+def choose_segmenter(name: str | Segmenter = "auto", vgg16_weights: str | None = "default") -> tuple[Segmenter, list[str]]:
     """The segmenter to use, and a note on the choice.
 
     ``"auto"`` means ADE20K if its model is available locally (no download is tried), else
     ``"regmatch"`` (region matching; on the 45 DPST pairs its regions and pairings agree with the
     hand masks far better than co-segmentation's, ``python -m photostyle.bench.segments``); another name is built from the registry with default settings; a
-    :class:`Segmenter` instance is used as is.
+    :class:`Segmenter` instance is used as is. Those of :data:`VGG16_SEGMENTERS` load ``vgg16_weights``
+    (a registry name, a file, or ``None`` for random), so ``--weights PATH`` serves segmentation too.
 
     Raises:
         InputError: unknown name; the message lists the registered ones.
@@ -111,13 +116,15 @@ def choose_segmenter(name: str | Segmenter = "auto") -> tuple[Segmenter, list[st
     """
     if isinstance(name, Segmenter):
         return name, []
+    if name in VGG16_SEGMENTERS:
+        return get_segmenter(name, weights=vgg16_weights), []
     if name != "auto":
         return get_segmenter(name), []
     try:
         return get_segmenter("ade20k", local_files_only=True), ["segmenter auto: ADE20K model found locally"]
     except WeightsError as err:
         logger.info("ADE20K unavailable, using regmatch: %s", err)
-        return get_segmenter("regmatch"), [
+        return get_segmenter("regmatch", weights=vgg16_weights), [
             "segmenter auto: no local ADE20K model (fetch one with 'photostyle weights --fetch ade20k' "
             "to use it), so each photo was segmented and the regions paired by meaning (regmatch)"
         ]
@@ -135,6 +142,7 @@ def segment_pair(
     threshold: float = 0.8,
     min_fraction: float = 0.01,
     max_side: int | None = SEGMENT_SIDE,
+    vgg16_weights: str | None = "default",
 ) -> SegmentationOutcome:
     """Segments with the same labels, in the same order, for a content and a style photo.
 
@@ -165,6 +173,7 @@ def segment_pair(
         threshold: similarity in [0, 1] at which shared labels merge.
         min_fraction: smallest segment, as a fraction of each photo's area.
         max_side: bound in px on the long side of what is segmented (``None``: none).
+        vgg16_weights: VGG16 weights of the segmenters built on its features (:func:`choose_segmenter`).
 
     Returns:
         :class:`SegmentationOutcome` with masks ``(1, K, h, w)`` and ``(1, K, h', w')``: each
@@ -193,7 +202,7 @@ def segment_pair(
         raise MaskError("segmentation 'masks' needs a content mask and a style mask (--content-mask and "
                         "--style-mask); give both, or use auto or none")
 
-    backend, notes = choose_segmenter(segmenter)
+    backend, notes = choose_segmenter(segmenter, vgg16_weights)
     content, style = _shrink(content, max_side), _shrink(style, max_side)
     content_seg, style_seg = backend.segment_pair(content, style)
     record = backend.last_pairing.to_dict() if backend.last_pairing else {}

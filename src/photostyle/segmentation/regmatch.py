@@ -199,7 +199,7 @@ def kmeans(x: torch.Tensor, k: int, *, iterations: int = 30, seed: int = 0) -> t
     """
     x = x.contiguous()
     k = max(1, min(k, x.shape[0]))
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # on the CPU, whatever x's device: the same seeds everywhere
     xx = (x * x).sum(dim=1, keepdim=True)
 
     def sqdist(centres: torch.Tensor) -> torch.Tensor:
@@ -210,7 +210,7 @@ def kmeans(x: torch.Tensor, k: int, *, iterations: int = 30, seed: int = 0) -> t
     for _ in range(1, k):
         if float(nearest.sum()) <= 0:
             break
-        chosen.append(int(torch.multinomial(nearest / nearest.sum(), 1, generator=generator)))
+        chosen.append(int(torch.multinomial((nearest / nearest.sum()).cpu(), 1, generator=generator)))
         nearest = torch.minimum(nearest, sqdist(x[chosen[-1:]])[:, 0])
     centres = x[chosen].clone()
     for _ in range(iterations):
@@ -414,7 +414,7 @@ def pair_regions(
     area_s = style_masks.float().mean(dim=(0, 2, 3))
     sim = content_desc @ style_desc.T  # (Kc, Ks)
     score = sim - layout * (_heights(content_masks)[:, None] - _heights(style_masks)[None]).abs()
-    best = score.max(dim=1).values if ks else torch.full((kc,), -1.0)
+    best = score.max(dim=1).values if ks else score.new_full((kc,), -1.0)
     relatedness = float((sim.max(dim=1).values * area_c).sum() / area_c.sum().clamp_min(_EPS)) if ks else -1.0
     note = ""
     # each content region's share of every style region (None: the whole style photo), and how it was found
@@ -449,7 +449,7 @@ def pair_regions(
     labels = [f"{prefix}-{n}" for n in range(len(ordered))]
     prob = torch.softmax(score / temperature, dim=0)  # (Kc, Ks): which content region a style region belongs to
     content_out, style_out, pairs = [], [], []
-    used = torch.zeros(ks)
+    used = area_s.new_zeros(ks)
     for label, (members, share, source) in zip(labels, ordered):
         content_out.append(content_masks[0, members].sum(dim=0).clamp(0, 1))
         if share is None:

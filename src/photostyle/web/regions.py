@@ -50,7 +50,7 @@ def display_colour(k: int) -> tuple[int, int, int]:
 
 def index_map(seg: Segmentation, height: int, width: int) -> torch.Tensor:
     """``(height, width)`` uint8: the index of each pixel's strongest segment, :data:`NONE` where the masks sum below 0.5."""
-    masks = seg.resize(height, width).masks[0].float()
+    masks = seg.resize(height, width).masks[0].float().cpu()  # the pictures it indexes are on the CPU
     if masks.shape[0] == 0:
         return torch.full((height, width), NONE, dtype=torch.uint8)
     index = masks.argmax(dim=0)
