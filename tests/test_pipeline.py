@@ -50,7 +50,8 @@ def test_flat_threshold_keeps_flat_regions_of_the_content_smooth():
     assert clean[flat].std() < 0.5 * painted[flat].std()
 
 
-def test_bf16_features_give_the_fp32_result_within_a_few_levels_and_losses_stay_fp32():
+def test_bf16_features_give_the_fp32_result_within_a_few_levels_and_losses_stay_fp32(monkeypatch):
+    from photostyle import runtime
     from photostyle.runtime import compute_dtype, encode, get_encoder
 
     content, style = _pair()
@@ -63,8 +64,11 @@ def test_bf16_features_give_the_fp32_result_within_a_few_levels_and_losses_stay_
     encoder = get_encoder("vgg16", None, ("conv1_1", "conv4_2"), "max", "cpu")
     feats = encode(encoder, content, torch.bfloat16)
     assert all(f.dtype == torch.float32 for f in feats.values())  # Gram matrices are summed in fp32
-    assert compute_dtype("auto", torch.device("cpu")) is None
     assert compute_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    for native, expected in ((False, None), (True, torch.bfloat16)):  # bf16 on a CPU only where it is native
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda native=native: native)
+        assert compute_dtype("auto", torch.device("cpu")) == expected
+    assert compute_dtype("fp32", torch.device("cpu")) is None
 
 
 def test_a_finer_level_starts_from_the_coarser_result_with_its_texture():

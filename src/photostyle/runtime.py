@@ -5,7 +5,8 @@
   transfer within the memory at hand, by design, before any work starts;
   :func:`memory_hint` turns an out-of-memory error into advice;
 * :func:`get_encoder` and :func:`get_quality_critic` load the networks once per process;
-* :func:`compute_dtype` and :func:`encode`: bf16 autocast and channels-last on CUDA, fp32 elsewhere.
+* :func:`compute_dtype` and :func:`encode`: bf16 autocast and channels-last on CUDA and on CPUs with native
+  bf16, fp32 elsewhere.
 """
 
 from __future__ import annotations
@@ -228,16 +229,32 @@ def segment_side(size: int) -> int:
     return max(SEGMENT_SIDE, size)
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (x86 AVX512-BF16 or AMX-BF16, as Linux reports them).
+
+    Only then does oneDNN run the feature network faster in bf16 than in fp32 (1.8x for a VGG16 step
+    at 320 px on a 2-core AMD EPYC); elsewhere bf16 is emulated and slower.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags)) and torch.backends.mkldnn.is_available()
+
+
 def compute_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of the feature network for a ``precision`` setting, or ``None`` for plain fp32.
 
-    ``"auto"`` is bf16 on CUDA (tensor cores, half the activation memory) and fp32 elsewhere:
-    on CPU bf16 is slower than fp32 on most processors.
+    ``"auto"`` is bf16 on CUDA (tensor cores, half the activation memory) and on CPUs with native bf16
+    (:func:`cpu_has_native_bf16`), fp32 elsewhere: on other CPUs bf16 is slower than fp32.
 
-    >>> compute_dtype("auto", torch.device("cpu")), compute_dtype("bf16", torch.device("cpu"))
+    >>> compute_dtype("fp32", torch.device("cuda")), compute_dtype("bf16", torch.device("cpu"))
     (None, torch.bfloat16)
     """
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+    native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    if precision == "bf16" or (precision == "auto" and native):
         return torch.bfloat16
     if precision in ("auto", "fp32"):
         return None

@@ -172,7 +172,8 @@ class TransferConfig:
                                   "--min-segment", "--min-fraction", minimum=0.0, maximum=0.5)
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N", "--device")
     precision: str = _setting("auto", "arithmetic of the feature network: auto = bf16 autocast and channels-last "
-                              "memory on CUDA, fp32 elsewhere; losses are always summed in fp32", "--precision",
+                              "memory on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), fp32 elsewhere; "
+                              "losses are always summed in fp32", "--precision",
                               choices=("auto", "fp32", "bf16"))
     seed: int = _setting(0, "random seed", "--seed", minimum=0, maximum=2**32 - 1)
 
