@@ -84,7 +84,7 @@ def evaluator() -> Evaluator:
 def bench(pairs_dir, other_dir, evaluator, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("bench")
     # Random shallow network: the transfer's cost is not what is tested here.
-    config = TransferConfig(size=64, iterations=2, weights=None, device="cpu",
+    config = TransferConfig(size=64, iterations=2, levels=1, weights=None, device="cpu",
                             content_layer="conv2_1", style_layers=("conv1_1", "conv2_1"))
     return out, run_benchmark(pairs_dir, out, config, scores={"other": other_dir}, evaluator=evaluator)
 

@@ -19,7 +19,7 @@ from photostyle.state import state_path
 
 from helpers import write_pair
 
-ARGS = ["--weights", "none", "--size", "48", "--segmentation", "none", "-q"]
+ARGS = ["--weights", "none", "--size", "48", "--levels", "1", "--segmentation", "none", "-q"]
 
 
 @pytest.fixture

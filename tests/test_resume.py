@@ -36,7 +36,7 @@ def pair(tmp_path) -> tuple[Path, Path]:
 
 
 def _config(**overrides) -> TransferConfig:
-    return TransferConfig(**{"size": 32, "iterations": 6, "weights": None, "lr": 0.05, "segmentation": "none", **overrides})
+    return TransferConfig(**{"size": 32, "iterations": 6, "levels": 1, "weights": None, "lr": 0.05, "segmentation": "none", **overrides})
 
 
 def _stop_after(step: int):
@@ -189,7 +189,7 @@ def test_state_file_is_plain_tensors_and_json(tmp_path, pair):
 
 def test_cli_resume_message_and_finish(tmp_path, pair, capsys, monkeypatch):
     out = tmp_path / "out.png"
-    args = ["transfer", *map(str, pair), "-o", str(out), "--weights", "none", "--size", "32", "--iterations", "5",
+    args = ["transfer", *map(str, pair), "-o", str(out), "--weights", "none", "--size", "32", "--levels", "1", "--iterations", "5",
             "--segmentation", "none", "-q"]
     real = pipeline.optimise
 
@@ -210,7 +210,7 @@ def test_cli_resume_message_and_finish(tmp_path, pair, capsys, monkeypatch):
 
 def test_cli_resume_replaces_only_its_own_step_images(tmp_path, pair, capsys, monkeypatch):
     out = tmp_path / "out.png"
-    args = ["transfer", *map(str, pair), "-o", str(out), "--weights", "none", "--size", "32", "--iterations", "4",
+    args = ["transfer", *map(str, pair), "-o", str(out), "--weights", "none", "--size", "32", "--levels", "1", "--iterations", "4",
             "--segmentation", "none", "-q", "--save-every", "1"]
     real = ProgressCallback.__call__
 

@@ -203,7 +203,7 @@ def test_photo_too_large_for_any_working_size_is_refused_naming_megapixels(monke
     monkeypatch.setattr(runtime, "memory_budget", lambda device: budget)
     with pytest.raises(InputError, match=r"huge.png: the photo is 8660x5773 \(50 megapixels\) and needs .* "
                                          r"downscale it to [\d.]+ megapixels or less") as caught:
-        check_photo_size("huge.png", 5773, 8660, TransferConfig())
+        check_photo_size("huge.png", 5773, 8660, TransferConfig(size=320))
     megapixels = float(re.search(r"to ([\d.]+) megapixels", str(caught.value)).group(1))
     side = int((megapixels * 1e6 * 1.5) ** 0.5)  # the same 3:2 photo, downscaled to that size
     assert estimate_peak_bytes(round(side / 1.5), side, 320) <= budget

@@ -86,7 +86,7 @@ def test_page_and_config(client):
     assert client.get("/static/app.js").status_code == 200
     config = client.get("/api/config").json()
     assert list(config["presets"]) == list(PRESETS)
-    assert config["presets"]["best"] == {"size": 32, "steps": 8, "levels": 2}  # the overrides apply to every preset
+    assert config["presets"]["best"] == {"size": 32, "steps": 7, "levels": 2}  # the overrides apply to every preset
     assert config["max_pixels"] == 10_000
 
 

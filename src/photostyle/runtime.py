@@ -168,8 +168,8 @@ def estimate_peak_bytes(height: int, width: int, size: int) -> int:
     optimisation at working size, the segmentation and the texture stage at their bounded sizes,
     which never overlap.
 
-    >>> round(estimate_peak_bytes(5773, 8660, 320) / 2**30, 1)  # 50 megapixels, default settings
-    2.7
+    >>> round(estimate_peak_bytes(5773, 8660, 448) / 2**30, 1)  # 50 megapixels, default settings
+    2.9
     """
     work = math.prod(segment_shape(height, width, size))
     segmented = math.prod(segment_shape(height, width, segment_side(size)))

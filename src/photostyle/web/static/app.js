@@ -195,8 +195,8 @@ for (const box of document.querySelectorAll(".drop")) {
 
 const PRESET_WORDS = {
   fast: "Fast: a quick look, fine for most photos.",
-  balanced: "Balanced: more detail in the look; takes about twice as long as fast.",
-  best: "Best: the most faithful look; takes several times longer.",
+  balanced: "Balanced: the look painted at two sizes, closer to the style; takes several times as long as fast.",
+  best: "Best: painted at a larger size still; takes about twice as long as balanced.",
 };
 
 async function loadConfig() {
