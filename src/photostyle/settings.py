@@ -209,12 +209,13 @@ def setting_of(f: Field | str) -> Setting:
 
 
 #: Speed/quality presets: the working size, the steps per level, the coarse-to-fine levels and the
-#: photorealism weight. ``balanced`` is :class:`TransferConfig`'s own default: 60 steps at 224 px, then
-#: 40 (two thirds, the finer levels' default) at 448 px starting from that result, which paints the style's texture at a scale the photo's own
-#: size keeps (on the 45 DPST pairs, own size: Gram distance 0.491 against 0.527 for 50 steps at 320 px,
-#: in 2.3x the time). A larger working size keeps less of the photo's local structure at the same
-#: photorealism weight (20% more Matting energy at 448 px than at 320 px on 6 benchmark pairs), hence
-#: 300 rather than 100 from 448 px up. ``best`` paints at 640 px.
+#: photorealism weight. ``balanced`` is :class:`TransferConfig`'s own default: 60 steps at 224 px,
+#: then 40 (two thirds, the finer levels' default) at 448 px starting from that result, which paints
+#: the style's texture at a scale the photo's own size keeps (45 DPST pairs, own size: Gram distance
+#: 0.491 against 0.527 for 50 steps at 320 px, in 2.3x the time). A larger working size keeps less
+#: of the photo's local structure at the same photorealism weight (20% more Matting energy at 448 px
+#: than at 320 px on 6 benchmark pairs), hence 300 rather than 100 from 448 px up. ``best`` paints
+#: at 640 px.
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": dict(size=224, iterations=30, levels=1, photo_weight=100.0),
     "balanced": dict(size=448, iterations=60, levels=2, photo_weight=300.0),
