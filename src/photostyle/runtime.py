@@ -217,9 +217,13 @@ def _check_memory(name: str, height: int, width: int, size: int, device: torch.d
     fits = next((s for s in smaller if estimate_peak_bytes(height, width, s) <= budget), None)
     if fits is not None:
         raise InputError(f"{name}: at working size {size} px the transfer needs {have}; use --size {fits} or less")
-    fixed = need - FULL_BYTES_PER_PIXEL * height * width  # a smaller photo of this shape needs no more
-    megapixels = math.floor(max(0, budget - fixed) / FULL_BYTES_PER_PIXEL / 1e5) / 10
-    advice = f"downscale it to {megapixels:g} megapixels or less" if megapixels >= 0.1 else "free some memory first"
+    advice = "free some memory first"
+    for s in smaller:  # the largest working size at which a downscaled photo of this shape fits
+        fixed = estimate_peak_bytes(height, width, s) - FULL_BYTES_PER_PIXEL * height * width  # no more if smaller
+        megapixels = math.floor(max(0, budget - fixed) / FULL_BYTES_PER_PIXEL / 1e5) / 10
+        if megapixels >= 0.1:
+            advice = ("" if s == size else f"use --size {s} and ") + f"downscale it to {megapixels:g} megapixels or less"
+            break
     raise InputError(f"{name}: the photo is {width}x{height} ({height * width / 1e6:.0f} megapixels) and needs {have}; "
                      f"{advice}")
 
