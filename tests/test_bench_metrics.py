@@ -4,11 +4,14 @@ import pytest
 import torch
 
 from photostyle.bench.metrics import (
+    GRAM_LAYERS,
     LPIPS_SCALE,
     LPIPS_SHIFT,
     Evaluator,
+    gram_key,
     segment_colour_distance,
     segment_gram_distance,
+    segment_gram_distances,
     sliced_wasserstein,
     ssim_luminance,
 )
@@ -129,6 +132,25 @@ def test_gram_distance_weights_segments_by_area():
     masks = _halves(8, 8)
     value = segment_gram_distance(feats, style, masks, masks, layers=["conv1_1"])
     assert float(value) == pytest.approx(0.5 * 0.0 + 0.5 * 0.75, rel=1e-5)
+
+
+def test_gram_distance_per_layer_and_its_mean():
+    g = torch.Generator().manual_seed(0)
+    feats = {"conv1_1": torch.rand(1, 4, 8, 8, generator=g), "conv2_1": torch.rand(1, 6, 4, 4, generator=g)}
+    style = {name: f.clone() for name, f in feats.items()}
+    style["conv2_1"] *= 2  # Gram 4x everywhere: relative error 3/4 in conv2_1, none in conv1_1
+    masks = _halves(8, 8)
+    layers = ["conv1_1", "conv2_1"]
+    per_layer = segment_gram_distances(feats, style, masks, masks, layers=layers)
+    assert per_layer.tolist() == pytest.approx([0.0, 0.75], abs=1e-5)
+    assert float(segment_gram_distance(feats, style, masks, masks, layers=layers)) == pytest.approx(0.375, rel=1e-5)
+
+
+def test_score_reports_the_gram_distance_of_each_layer(evaluator):
+    content, other = _smooth_image(seed=0), _smooth_image(seed=1)
+    scores = evaluator.score(other, evaluator.targets(content, content, _halves(48, 64), _halves(48, 64)))
+    per_layer = [scores[gram_key(layer)] for layer in GRAM_LAYERS]
+    assert min(per_layer) > 0 and scores["gram"] == pytest.approx(sum(per_layer) / len(per_layer), rel=1e-5)
 
 
 def test_ssim_luminance():

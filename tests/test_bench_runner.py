@@ -6,7 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from photostyle.bench import Evaluator, discover_pairs, find_image, parse_scores, run_benchmark, select_pairs
+from photostyle.bench import (
+    GRAM_LAYERS,
+    Evaluator,
+    discover_pairs,
+    find_image,
+    gram_key,
+    parse_scores,
+    run_benchmark,
+    select_pairs,
+)
 from photostyle.cli import main
 from photostyle.errors import InputError
 from photostyle.io import save_image
@@ -113,6 +122,9 @@ def test_runner_writes_files(bench):
     markdown = (out / "report.md").read_text()
     assert "LPIPS ↓" in markdown and "SSIM ↑" in markdown and "| other |" in markdown
     assert "pair 3: InputError" in markdown
+    assert "## Gram distance per layer" in markdown and "| conv1_1 | conv2_1 |" in markdown
+    layers = [report["means"]["photostyle"][gram_key(layer)] for layer in GRAM_LAYERS]
+    assert report["means"]["photostyle"]["gram"] == pytest.approx(sum(layers) / len(layers), rel=1e-5)
 
 
 def test_no_run_reuses_outputs_and_cached_scores(bench, pairs_dir, other_dir, evaluator):

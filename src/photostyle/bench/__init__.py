@@ -5,14 +5,17 @@ See :mod:`photostyle.bench.metrics` for what is measured (with a table of metric
 """
 
 from .metrics import (
+    GRAM_LAYERS,
     MAX_EVAL_SIZE,
     METRICS,
     Evaluator,
     Metric,
     PairTargets,
+    gram_key,
     lpips_distance,
     segment_colour_distance,
     segment_gram_distance,
+    segment_gram_distances,
     sliced_wasserstein,
     ssim_luminance,
 )
@@ -20,6 +23,7 @@ from .report import contact_sheet, render_markdown
 from .runner import Pair, discover_pairs, find_image, parse_scores, run_benchmark, select_pairs
 
 __all__ = [
+    "GRAM_LAYERS",
     "MAX_EVAL_SIZE",
     "METRICS",
     "Evaluator",
@@ -29,12 +33,14 @@ __all__ = [
     "contact_sheet",
     "discover_pairs",
     "find_image",
+    "gram_key",
     "lpips_distance",
     "parse_scores",
     "render_markdown",
     "run_benchmark",
     "segment_colour_distance",
     "segment_gram_distance",
+    "segment_gram_distances",
     "select_pairs",
     "sliced_wasserstein",
     "ssim_luminance",

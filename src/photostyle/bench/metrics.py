@@ -14,7 +14,8 @@ taken at its own size under the same cap. Segment-wise metrics use the pair's ha
 | Lab colour distance | ``colour`` | lower | style fidelity: sliced Wasserstein-2 of Lab colours to the style per segment |
 | Matting energy x1e3 | ``matting`` | lower | photorealism: Matting-Laplacian energy per pixel (0 = affine recolouring) |
 
-Gram: ``||G_o - G_s||_F / ||G_s||_F`` on conv1_1..conv5_1, mean over layers. Lab colour
+Gram: ``||G_o - G_s||_F / ||G_s||_F`` on conv1_1..conv5_1, mean over layers (each layer's value
+is kept too, as ``gram:conv1_1`` ...: which scale of the style is missing). Lab colour
 distance: in Lab units (L 0..100), a colour shift of ``t`` gives exactly ``|t|``. Matting energy:
 ``sum_c o_c^T L o_c / N`` with ``L`` the content's Matting Laplacian (3x3 windows, eps 1e-7), x1e3.
 
@@ -54,6 +55,12 @@ LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 #: Style layers of the Gram distance.
 GRAM_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+
+def gram_key(layer: str) -> str:
+    """Key of one layer's Gram distance among :meth:`Evaluator.score`'s scores: ``"gram:conv1_1"``."""
+    return f"gram:{layer}"
+
 
 
 class Metric(NamedTuple):
@@ -118,14 +125,14 @@ def ssim_luminance(x: torch.Tensor, y: torch.Tensor, window_size: int = 11) -> t
     return ssim(rgb_to_y(x), rgb_to_y(y), window_size, padding="valid").mean((1, 2, 3))
 
 
-def segment_gram_distance(
+def segment_gram_distances(
     features: Mapping[str, torch.Tensor],
     style_features: Mapping[str, torch.Tensor],
     masks: torch.Tensor,
     style_masks: torch.Tensor,
     layers: Sequence[str] = GRAM_LAYERS,
 ) -> torch.Tensor:
-    """Area-weighted relative Gram error ``||G_o - G_s||_F / ||G_s||_F`` per segment, averaged over layers.
+    """Area-weighted relative Gram error ``||G_o - G_s||_F / ||G_s||_F`` per segment, for each layer.
 
     Args:
         features: layer -> ``(1, C, h, w)`` features of the output.
@@ -135,7 +142,7 @@ def segment_gram_distance(
         layers: layers to compare.
 
     Returns:
-        scalar >= 0; 0 when the output's segment Grams equal the style's.
+        ``(len(layers),)``, each >= 0; 0 where the output's segment Grams equal the style's.
     """
     errors = []
     for name in layers:
@@ -143,8 +150,19 @@ def segment_gram_distance(
         grams, _ = segment_grams(f, layer_masks(masks, tuple(f.shape[-2:])))
         style_grams, _ = segment_grams(s, layer_masks(style_masks, tuple(s.shape[-2:])))
         norm = style_grams.flatten(1).norm(dim=1).clamp(min=1e-12)
-        errors.append((grams - style_grams).flatten(1).norm(dim=1) / norm)  # (K,)
-    return _area_weighted(torch.stack(errors).mean(0), masks, style_masks)
+        errors.append(_area_weighted((grams - style_grams).flatten(1).norm(dim=1) / norm, masks, style_masks))
+    return torch.stack(errors)
+
+
+def segment_gram_distance(
+    features: Mapping[str, torch.Tensor],
+    style_features: Mapping[str, torch.Tensor],
+    masks: torch.Tensor,
+    style_masks: torch.Tensor,
+    layers: Sequence[str] = GRAM_LAYERS,
+) -> torch.Tensor:
+    """The benchmark's Gram distance: :func:`segment_gram_distances` averaged over ``layers``; a scalar >= 0."""
+    return segment_gram_distances(features, style_features, masks, style_masks, layers).mean()
 
 
 def _area_weighted(values: torch.Tensor, masks: torch.Tensor, style_masks: torch.Tensor) -> torch.Tensor:
@@ -338,17 +356,23 @@ class Evaluator:
         return PairTargets(content, style, masks, style_masks, self._features(content), self._features(style))
 
     def score(self, image: torch.Tensor, targets: PairTargets) -> dict[str, float]:
-        """All :data:`METRICS` of ``image`` ``(1, 3, h, w)`` in [0, 1] (resized to the content's evaluation size)."""
+        """All :data:`METRICS` of ``image`` ``(1, 3, h, w)`` in [0, 1] (resized to the content's evaluation size).
+
+        The Gram distance of each layer comes too, under :func:`gram_key` (``"gram:conv3_1"``): ``"gram"`` is
+        their mean.
+        """
         image = fit_to(image.to(self.device), tuple(targets.content.shape[-2:]))
         feats = self._features(image)
         lpips = {n: feats[f"lpips:{n}"] for n in LPIPS_LAYERS}
         content_lpips = {n: targets.content_features[f"lpips:{n}"] for n in LPIPS_LAYERS}
+        grams = segment_gram_distances(feats, targets.style_features, targets.masks, targets.style_masks)
         scores = {
             "lpips": lpips_distance(lpips, content_lpips, self.heads),
             "ssim": ssim_luminance(image, targets.content),
-            "gram": segment_gram_distance(feats, targets.style_features, targets.masks, targets.style_masks),
+            "gram": grams.mean(),
             "colour": segment_colour_distance(image, targets.style, targets.masks, targets.style_masks),
             "matting": 1e3 * affine_energy_per_pixel(image, targets.content),
+            **{gram_key(layer): value for layer, value in zip(GRAM_LAYERS, grams)},
         }
         values = {k: float(v) for k, v in scores.items()}
         bad = [k for k, v in values.items() if not math.isfinite(v)]

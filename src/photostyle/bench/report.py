@@ -14,19 +14,25 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from ..io import write_atomically
-from .metrics import MAX_EVAL_SIZE, METRICS
+from .metrics import GRAM_LAYERS, MAX_EVAL_SIZE, METRICS, gram_key
 
 _ARROW = {"lower": "↓", "higher": "↑"}
 _LABEL_HEIGHT = 22
 
 
 def means(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Mean of every metric per method over the pairs it was scored on, with that count ``n``."""
+    """Mean of every metric per method over the pairs it was scored on, with that count ``n``.
+
+    The Gram distance per layer (:func:`~photostyle.bench.metrics.gram_key`) is averaged too, where every
+    pair has it (scores cached by an older version have not).
+    """
     table: dict[str, dict[str, Any]] = {}
     for method in methods:
         scored = [r["methods"][method]["metrics"] for r in records if "metrics" in r["methods"].get(method, {})]
         table[method] = {"n": len(scored)}
-        table[method].update({k: float(np.mean([s[k] for s in scored])) if scored else None for k in METRICS})
+        keys = [*METRICS, *(gram_key(layer) for layer in GRAM_LAYERS)]
+        table[method].update({k: float(np.mean([s[k] for s in scored])) if scored and all(k in s for s in scored)
+                              else None for k in keys})
     return table
 
 
@@ -73,7 +79,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    """``report.md``: means per method, wins of photostyle, cost, per-pair scores, errors, metric meanings."""
+    """``report.md``: means per method, wins of photostyle, Gram per layer, cost, per-pair scores, errors, metrics."""
     heads = [f"{m.title} {_ARROW[m.better]}" for m in METRICS.values()]
     records = report["pairs"]
     lines = [
@@ -90,6 +96,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         *_table(["vs", "pairs", *heads],
                 [[m, str(row["pairs"]), *(f"{row[k]}/{row['pairs']}" for k in METRICS)]
                  for m, row in report["wins"].items()]),
+        "", "## Gram distance per layer", "",
+        "Means of each layer's Gram distance (the Gram column is their mean): which scale of the style is missing.", "",
+        *_table(["method", *GRAM_LAYERS],
+                [[m, *(_fmt(row.get(gram_key(layer))) for layer in GRAM_LAYERS)] for m, row in report["means"].items()]),
         "", "## Cost of photostyle", "",
     ]
     costs = [(r["id"], r["transfer"]) for r in records if "seconds" in r.get("transfer", {})]

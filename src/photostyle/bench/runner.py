@@ -50,7 +50,7 @@ from .report import contact_sheet, write_report
 log = logging.getLogger(__name__)
 
 #: Bump when a metric's definition changes: cached scores with another version are recomputed.
-METRICS_VERSION = 1
+METRICS_VERSION = 2
 BUILTIN_METHODS = ("photostyle", "reference", "baseline")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 _NAME_PREFIXES = ("", "best", "in", "out", "output", "result")
