@@ -62,7 +62,6 @@ def gram_key(layer: str) -> str:
     return f"gram:{layer}"
 
 
-
 class Metric(NamedTuple):
     """How to read one metric: table title, direction, one-line meaning."""
 

@@ -18,21 +18,17 @@ from .metrics import GRAM_LAYERS, MAX_EVAL_SIZE, METRICS, gram_key
 
 _ARROW = {"lower": "↓", "higher": "↑"}
 _LABEL_HEIGHT = 22
+#: what :func:`means` averages: every metric and each layer's Gram distance
+_MEAN_KEYS = (*METRICS, *(gram_key(layer) for layer in GRAM_LAYERS))
 
 
 def means(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Mean of every metric per method over the pairs it was scored on, with that count ``n``.
-
-    The Gram distance per layer (:func:`~photostyle.bench.metrics.gram_key`) is averaged too, where every
-    pair has it (scores cached by an older version have not).
-    """
+    """Mean of each of :data:`_MEAN_KEYS` per method over the pairs it was scored on, with that count ``n``."""
     table: dict[str, dict[str, Any]] = {}
     for method in methods:
         scored = [r["methods"][method]["metrics"] for r in records if "metrics" in r["methods"].get(method, {})]
         table[method] = {"n": len(scored)}
-        keys = [*METRICS, *(gram_key(layer) for layer in GRAM_LAYERS)]
-        table[method].update({k: float(np.mean([s[k] for s in scored])) if scored and all(k in s for s in scored)
-                              else None for k in keys})
+        table[method].update({k: float(np.mean([s[k] for s in scored])) if scored else None for k in _MEAN_KEYS})
     return table
 
 
