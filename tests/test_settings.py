@@ -52,6 +52,8 @@ def test_steps_per_level():
 
 def test_presets():
     assert from_preset("fast").size < from_preset("balanced").size < from_preset("best").size
+    # a larger working size keeps less of the photo's local structure: more photorealism weight
+    assert from_preset("fast").photo_weight < from_preset("balanced").photo_weight < from_preset("best").photo_weight
     assert from_preset("balanced") == TransferConfig()
     assert from_preset("best", iterations=3).iterations == 3
     with pytest.raises(InputError, match="choose one of: fast, balanced, best"):
