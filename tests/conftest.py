@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from photostyle import wordnet
+from photostyle import weights, wordnet
 from photostyle.errors import WeightsError
 
 
@@ -34,3 +34,12 @@ def wn():
     from nltk.corpus import wordnet as reader
 
     return reader
+
+
+@pytest.fixture(scope="module")
+def vgg16():
+    """The ImageNet VGG16 weights are on disk; the test is skipped when they cannot be had."""
+    try:
+        weights.ensure("vgg16-imagenet")
+    except WeightsError as err:
+        pytest.skip(f"VGG16 weights not fetched: {err}")

@@ -6,13 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from photostyle.bench.segments import evaluate_pairs, main, segment_agreement, start_colour
-from photostyle.io import save_image
+from photostyle.bench.segments import evaluate_pairs, features_label_style, main, segment_agreement, start_colour
+from photostyle.io import load_image, resize_long_side, save_image
 from photostyle.masks import Segmentation
 from photostyle.segmentation import base
 from photostyle.segmentation.base import Segmenter
 
 H, W = 8, 12
+EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
 def _mask(rows: slice = slice(None), cols: slice = slice(None)) -> torch.Tensor:
@@ -61,6 +62,19 @@ def test_half_wrong_style_region_gives_a_partial_iou():
 def test_whole_style_photo_is_a_global_transfer_not_another_kind():
     r = segment_agreement(_seg(LEFT, RIGHT), _seg(torch.ones(H, W), BOTTOM), HAND_C, HAND_S)
     assert r.cross == 0.0 and r.style_iou < 1.0
+
+
+def test_a_content_only_hand_segment_is_no_kind_of_the_style_photo():
+    """Hand segment "sun" is in the content only, so its style segment is the whole style photo: it does not
+    make a region that lies in the style's "white" (and a little in its "black") a cross-kind pairing."""
+    sun = _mask(rows=slice(0, 2), cols=slice(W - 2, W))
+    hand_c = Segmentation(torch.stack([LEFT, RIGHT - sun, sun])[None], ["black", "white", "sun"])
+    hand_s = Segmentation(torch.stack([TOP, BOTTOM, torch.ones(H, W)])[None], ["black", "white", "sun"])
+    mostly_bottom = _mask(rows=slice(H // 2 - 1, H))
+    r = segment_agreement(_seg(LEFT, RIGHT - sun, sun), _seg(TOP, mostly_bottom, TOP), hand_c, hand_s)
+    assert r.cross == 0.0
+    r = segment_agreement(_seg(LEFT, RIGHT - sun, sun), _seg(mostly_bottom, TOP, TOP), hand_c, hand_s)
+    assert r.cross == pytest.approx(float((LEFT + RIGHT - sun).sum()) / (H * W))  # all but the sun crossed
 
 
 def test_labels_must_agree():
@@ -144,3 +158,30 @@ def test_command_line_prints_the_table_and_means(pairs_dir, capsys, monkeypatch)
     out = capsys.readouterr().out
     assert "content" in out and "style" in out and "mean" in out and "worst" in out
     assert "1.000" in out and "colour" in out and "hand" in out
+
+
+def test_features_label_the_style_by_the_content_hand_masks(vgg16):
+    """Content: the rocket's sky on the left, the coffee cup on the right; style: the two swapped, from other
+    parts of the same photos. The hand masks say which is which in the content; the features must find each
+    kind on the other side of the style photo, and a content-only segment keeps the whole style photo."""
+    rocket, coffee = (resize_long_side(load_image(EXAMPLES / n).tensor, 256) for n in ("rocket.jpg", "coffee.png"))
+    sky, cup = rocket[..., :96, :96], coffee[..., 64:160, 80:176]
+    sky2, cup2 = rocket[..., :96, 120:216], coffee[..., 48:144, 64:160]
+    content, style = torch.cat([sky, cup], dim=-1), torch.cat([cup2, sky2], dim=-1)
+    left, corner = torch.zeros(96, 192), torch.zeros(96, 192)
+    left[:, :96], corner[80:, :16] = 1, 1  # the corner of the content's sky has no partner in the style
+    hand_c = Segmentation(torch.stack([left - corner, 1 - left, corner])[None], ["sky", "cup", "only-content"])
+    hand_s = Segmentation(torch.stack([1 - left, left, torch.ones(96, 192)])[None], ["sky", "cup", "only-content"])
+    labelled = features_label_style(content, style, hand_c, hand_s)
+    assert labelled.labels == hand_c.labels and labelled.masks.shape == (1, 3, 96, 192)
+    assert bool((labelled.masks[0, 2] == 1).all())  # the whole style photo
+    r = segment_agreement(hand_c, labelled, hand_c, hand_s)
+    assert r.per_segment["sky"][1] > 0.8 and r.per_segment["cup"][1] > 0.8 and r.cross == 0.0
+    swapped = Segmentation(hand_s.masks[:, [1, 0, 2]], hand_s.labels)
+    assert start_colour(content, style, (hand_c, labelled), (hand_c, hand_s)) < 0.5 * start_colour(
+        content, style, (hand_c, swapped), (hand_c, hand_s))
+
+
+def test_bound_takes_no_segmenter(pairs_dir):
+    with pytest.raises(SystemExit):
+        main(["--pairs", str(pairs_dir), "--bound", "--segmenter", "regmatch"])

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from photostyle import weights
-from photostyle.errors import InputError, WeightsError
+from photostyle.errors import InputError
 from photostyle.io import load_image, resize_long_side
 from photostyle.masks import Segmentation
 from photostyle.segmentation import available_segmenters, get_segmenter
@@ -23,14 +22,6 @@ from photostyle.segmentation.regmatch import (
 )
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
-
-
-@pytest.fixture(scope="module")
-def vgg16():
-    try:
-        weights.ensure("vgg16-imagenet")
-    except WeightsError as err:
-        pytest.skip(f"VGG16 weights not fetched: {err}")
 
 
 def _photo(name: str) -> torch.Tensor:

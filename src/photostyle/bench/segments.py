@@ -22,7 +22,8 @@ Three further numbers per pair:
 * ``cross``: the fraction of the content photo's hand-labelled pixels that lie in automatic
   regions taking their look from a style region of *another* kind: the region's largest hand
   label in the style photo is not its hand label ``h(k)`` in the content -- "sky from a cup"
-  (a region whose style mask is the whole style photo, a global transfer, is not counted);
+  (a region whose style mask is the whole style photo, a global transfer, is not counted; nor is a
+  hand segment of the content only, whose hand style segment is the whole style photo);
 * ``colour``: how far the colours a user gets are from the hand pairing's, in the benchmark's own
   unit (:func:`start_colour`): each automatic content region is given the colour distribution of
   its style regions (the transfer's start point, :func:`photostyle.colour.segment_colour_transfer`),
@@ -33,10 +34,17 @@ Three further numbers per pair:
   hand, 16.8 one segment; full transfer 9.6, 4.6, 16.4), so pairings can be compared in minutes;
 * ``seconds``: the wall time of the segmenter's ``segment_pair`` on the full-size photos.
 
+``--bound`` asks how far pairing by VGG16 features can go at all (:func:`features_label_style`): the
+content photo gets its *hand* masks, a perfect segmentation, and each cell of the style photo takes
+the hand segment whose mean ``conv5_1`` descriptor (per-photo normalised, as
+:mod:`~photostyle.segmentation.regmatch` pairs regions) is most like its own, refined to the style
+photo's edges. Every automatic segmenter built on these features pairs with less to go on, so its
+style IoU and colour are not expected to beat these.
+
 Command line (evaluation only; nothing is written)::
 
     python -m photostyle.bench.segments --pairs ../shared/benchmark/dpst [--ids 1 5] [--segmenter NAME]
-        [--set KEY=VALUE ...]
+        [--set KEY=VALUE ...] [--bound]
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ from photostyle.io import load_image, resize_long_side
 from photostyle.masks import Segmentation, load_mask_pair
 from photostyle.segmentation.names import held_pixels
 
-__all__ = ["PairAgreement", "evaluate_pairs", "main", "segment_agreement", "start_colour"]
+__all__ = ["PairAgreement", "evaluate_pairs", "features_label_style", "main", "segment_agreement", "start_colour"]
 
 
 @dataclass
@@ -134,13 +142,16 @@ def segment_agreement(
             ious.append(float((pred & hand[h]).sum()) / union if union else 1.0)
         per_segment[hand_content.labels[h]] = (ious[0], ious[1])
     # cross-kind: automatic regions whose style region is mostly of another hand label than the
-    # content region's own (ties, e.g. with a whole-photo style segment, count as right)
+    # content region's own (ties count as right). A hand segment found in the content only has the
+    # whole style photo as its style segment: it is no kind of the style photo, and any look is right for it.
     wrong = 0.0
     style_valid = max(float(hs.any(dim=0).sum()), 1.0)
+    whole = hs.flatten(1).sum(dim=1) >= 0.9 * style_valid  # (Kh,) hand segments of the content only
+    kinds = overlap_s.masked_fill(whole[None], -1.0)
     for k in range(k_auto):
-        if float(onehot_s[k].sum()) >= 0.9 * style_valid:  # the whole style photo: a global transfer
+        if float(onehot_s[k].sum()) >= 0.9 * style_valid or bool(whole[target[k]]):  # a global transfer
             continue
-        if float(overlap_s[k].sum()) > 0 and overlap_s[k, target[k]] < overlap_s[k].max():
+        if float(overlap_s[k].sum()) > 0 and kinds[k, target[k]] < kinds[k].max():
             wrong += float(onehot_c[k].sum())
     total = max(float(hc.any(dim=0).sum()), 1.0)
     return PairAgreement(
@@ -185,6 +196,59 @@ def start_colour(
     return float(segment_colour_distance(start, style, hand_c.masks.float(), hand_s.masks.float()))
 
 
+@torch.no_grad()
+def features_label_style(
+    content: torch.Tensor,
+    style: torch.Tensor,
+    hand_content: Segmentation,
+    hand_style: Segmentation,
+    *,
+    weights: str | None = "default",
+    size: int = 352,
+    temperature: float = 0.05,
+) -> Segmentation:
+    """The style photo's segments as VGG16 features give them when the content's hand masks are known.
+
+    Each hand segment of the content is described by :func:`~photostyle.segmentation.regmatch.region_descriptors`
+    of ``conv5_1`` (long side ``size`` px); each ``conv5_1`` cell of the style photo by
+    :func:`~photostyle.segmentation.regmatch.cell_descriptors`. A cell's memberships are the softmax of its
+    cosine similarities over ``temperature``, refined to the style photo's edges
+    (:func:`~photostyle.segmentation.regmatch.refine_to_edges`). A hand segment found in the content only
+    (its style mask is the whole photo) keeps the whole style photo and takes no cell.
+
+    Args:
+        content: ``(1, 3, H, W)`` RGB in [0, 1].
+        style: ``(1, 3, H', W')`` RGB in [0, 1].
+        hand_content: the content's hand masks (any size).
+        hand_style: the style's hand masks, matched to ``hand_content`` (same labels); only which of them
+            cover the whole photo is used.
+        weights: VGG16 weights (``None``: random, for tests of the contract only).
+        size: long side in px at which features are computed.
+        temperature: of the softmax over similarities.
+
+    Returns:
+        The style photo's segmentation with ``hand_content``'s labels: hard masks ``(1, K, H', W')``.
+    """
+    from photostyle.runtime import get_encoder
+    from photostyle.segmentation.regmatch import (
+        SEMANTIC_LAYER,
+        cell_descriptors,
+        refine_to_edges,
+        region_descriptors,
+    )
+
+    encoder = get_encoder("vgg16", weights, (SEMANTIC_LAYER,), "max", str(style.device))
+    feat_c = encoder(resize_long_side(content, size))[SEMANTIC_LAYER]
+    feat_s = encoder(resize_long_side(style, size))[SEMANTIC_LAYER]
+    whole = hand_style.masks[0].float().flatten(1).mean(dim=1) > 0.95  # (K,) content-only segments
+    prototypes = region_descriptors(hand_content.masks.to(feat_c.device), feat_c)  # (K, C)
+    score = torch.einsum("kc,chw->khw", prototypes, cell_descriptors(feat_s)[0])
+    score[whole.to(score.device)] = -float("inf")
+    masks = refine_to_edges(torch.softmax(score / temperature, dim=0)[None], style)
+    masks[:, whole.to(masks.device)] = 1.0
+    return Segmentation(masks, list(hand_content.labels))
+
+
 def evaluate_pairs(
     pairs_dir: str | Path,
     ids: Sequence[str] | None = None,
@@ -192,6 +256,7 @@ def evaluate_pairs(
     *,
     device: str = "cpu",
     colour: bool = True,
+    bound: bool = False,
 ) -> list[PairAgreement]:
     """Run ``segmenter`` on the pairs of a DPST-layout folder and score each against its hand masks.
 
@@ -202,6 +267,9 @@ def evaluate_pairs(
             or a :class:`~photostyle.segmentation.Segmenter`.
         device: where the photos are put before segmenting.
         colour: also measure :attr:`PairAgreement.colour` and ``hand_colour`` (about 1 s per pair).
+        bound: instead of ``segmenter``, the content's hand masks and the style labelled by
+            :func:`features_label_style`: what pairing by VGG16 features reaches with a perfect content
+            segmentation.
 
     Returns:
         One :class:`PairAgreement` per pair with masks, in folder order.
@@ -209,7 +277,7 @@ def evaluate_pairs(
     from photostyle.bench.runner import discover_pairs, select_pairs
     from photostyle.segmentation.auto import choose_segmenter
 
-    backend, _ = choose_segmenter(segmenter)  # type: ignore[arg-type]
+    backend = None if bound else choose_segmenter(segmenter)[0]  # type: ignore[arg-type]
     results = []
     for pair in select_pairs(discover_pairs(pairs_dir), ids):
         if pair.content_mask is None or pair.style_mask is None:
@@ -221,7 +289,10 @@ def evaluate_pairs(
             hand_c, hand_s, _ = load_mask_pair(pair.content_mask, pair.style_mask, tuple(content.shape[-2:]),
                                                tuple(style.shape[-2:]))
         start = time.perf_counter()
-        auto_c, auto_s = backend.segment_pair(content, style)
+        if bound:
+            auto_c, auto_s = hand_c, features_label_style(content, style, hand_c, hand_s)
+        else:
+            auto_c, auto_s = backend.segment_pair(content, style)  # type: ignore[union-attr]
         seconds = time.perf_counter() - start
         result = segment_agreement(auto_c, auto_s, hand_c, hand_s)
         result.id, result.seconds = pair.id, seconds
@@ -276,7 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-colour", dest="colour", action="store_false",
                         help="skip the start-point colour columns (about 1 s per pair)")
+    parser.add_argument("--bound", action="store_true",
+                        help="instead of a segmenter: the content's hand masks, the style labelled by VGG16 "
+                             "features (how far pairing by these features can go)")
     args = parser.parse_args(argv)
+    if args.bound and (args.set or args.segmenter != "auto"):
+        parser.error("--bound uses no segmenter; leave out --segmenter and --set")
     segmenter: Any = args.segmenter
     if args.set:
         from photostyle.segmentation import get_segmenter
@@ -284,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if segmenter == "auto":
             parser.error("--set needs a named --segmenter")
         segmenter = get_segmenter(segmenter, **dict(_setting(item) for item in args.set))
-    results = evaluate_pairs(args.pairs, args.ids, segmenter, device=args.device, colour=args.colour)
+    results = evaluate_pairs(args.pairs, args.ids, segmenter, device=args.device, colour=args.colour, bound=args.bound)
     print(_table(results))
     return 0
 

@@ -72,9 +72,11 @@ __all__ = [
     "Pairing",
     "RegionMatchSegmenter",
     "RegionPair",
+    "cell_descriptors",
     "kmeans",
     "over_segment",
     "pair_regions",
+    "refine_to_edges",
     "region_descriptors",
 ]
 
@@ -283,6 +285,28 @@ def over_segment(
     # soft memberships: a temperature of a tenth of the mean distance to the nearest centre
     temperature = 0.1 * dist.min(dim=1).values.mean().clamp_min(_EPS)
     act = torch.softmax(-dist / temperature, dim=1).T.reshape(1, -1, *grid)
+    masks = refine_to_edges(act, image, radius=radius, eps=eps, refine_size=refine_size)
+    return masks[:, masks.sum(dim=(0, 2, 3)) > 0]
+
+
+def refine_to_edges(
+    act: torch.Tensor, image: torch.Tensor, *, radius: float = 0.02, eps: float = 1e-3, refine_size: int = 512
+) -> torch.Tensor:
+    """Coarse soft memberships -> hard masks at the photo's size that follow its edges.
+
+    The memberships are upsampled to ``refine_size`` px (long side), smoothed by a guided filter with the
+    photo as guide (He et al. 2010), upsampled to the photo's size, and each pixel takes its strongest one.
+
+    Args:
+        act: ``(1, K, h, w)`` soft memberships on any coarse grid of the photo.
+        image: ``(1, 3, H, W)`` RGB in [0, 1], the guide.
+        radius: guided-filter radius as a fraction of the refinement long side (0 = none).
+        eps: guided-filter regularisation.
+        refine_size: long side in px of the refinement.
+
+    Returns:
+        Hard masks ``(1, K, H, W)`` partitioning the photo, in the order of ``act`` (some may be empty).
+    """
     guide = _resize_long(image.float(), min(refine_size, max(image.shape[-2:])))
     act = F.interpolate(act, size=guide.shape[-2:], mode="bilinear", align_corners=False)
     r = round(radius * max(guide.shape[-2:]))
@@ -291,8 +315,16 @@ def over_segment(
     if tuple(act.shape[-2:]) != tuple(image.shape[-2:]):
         act = F.interpolate(act, size=image.shape[-2:], mode="bilinear", align_corners=False)
     index = act.argmax(dim=1)
-    masks = (index[:, None] == torch.arange(act.shape[1], device=index.device).view(1, -1, 1, 1)).float()
-    return masks[:, masks.sum(dim=(0, 2, 3)) > 0]
+    return (index[:, None] == torch.arange(act.shape[1], device=index.device).view(1, -1, 1, 1)).float()
+
+
+def cell_descriptors(feature: torch.Tensor, norm: float = 3.0) -> torch.Tensor:
+    """``(1, C, h, w)``: each cell of a feature map normalised per photo (see ``_photo_norm``), then to unit length.
+
+    The cell-level counterpart of :func:`region_descriptors`: a cell's cosine similarity to a region's
+    descriptor is a dot product.
+    """
+    return F.normalize(_photo_norm(feature.float(), norm), dim=1)
 
 
 def region_descriptors(masks: torch.Tensor, feature: torch.Tensor, norm: float = 3.0) -> torch.Tensor:
