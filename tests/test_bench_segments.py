@@ -185,3 +185,9 @@ def test_features_label_the_style_by_the_content_hand_masks(vgg16):
 def test_bound_takes_no_segmenter(pairs_dir):
     with pytest.raises(SystemExit):
         main(["--pairs", str(pairs_dir), "--bound", "--segmenter", "regmatch"])
+
+
+def test_evaluate_pairs_bound_gives_the_content_its_hand_masks(pairs_dir, vgg16):
+    (r,) = evaluate_pairs(pairs_dir, bound=True)
+    assert r.content_iou == pytest.approx(1.0) and r.regions == 2 and 0.0 <= r.style_iou <= 1.0
+    assert math.isfinite(r.colour) and math.isfinite(r.hand_colour)
