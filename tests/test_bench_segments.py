@@ -77,6 +77,15 @@ def test_a_content_only_hand_segment_is_no_kind_of_the_style_photo():
     assert r.cross == pytest.approx(float((LEFT + RIGHT - sun).sum()) / (H * W))  # all but the sun crossed
 
 
+def test_a_style_segment_covering_most_of_the_photo_is_still_a_kind():
+    """The style's "white" covers 92% of it but is a real segment, not the whole photo: styling the content's
+    "black" from it is a cross-kind pairing."""
+    black_s = _mask(rows=slice(0, 1), cols=slice(0, 8))
+    hand_s = Segmentation(torch.stack([black_s, 1 - black_s])[None], ["black", "white"])
+    r = segment_agreement(_seg(LEFT, RIGHT), _seg(BOTTOM, TOP), HAND_C, hand_s)
+    assert r.cross == pytest.approx(0.5)
+
+
 def test_labels_must_agree():
     with pytest.raises(ValueError, match="automatic labels differ"):
         segment_agreement(_seg(LEFT, RIGHT), Segmentation(torch.stack([TOP, BOTTOM])[None], ["a", "b"]),

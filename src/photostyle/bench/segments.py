@@ -101,6 +101,12 @@ class PairAgreement:
     per_segment: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
+def _content_only(hand_style: Segmentation) -> torch.Tensor:
+    """``(K,)`` bool: the hand segments found in the content only, to which
+    :func:`~photostyle.masks.match_segmentations` gives the whole style photo (an all-ones style mask)."""
+    return (hand_style.masks[0] > 0.5).flatten(1).all(dim=1)
+
+
 def _members(seg: Segmentation, size: tuple[int, int], valid: torch.Tensor) -> torch.Tensor:
     """``(K, H, W)`` bool: pixels each label holds (:func:`~photostyle.segmentation.names.held_pixels`) within ``valid``."""
     return held_pixels(seg, *size) & valid
@@ -146,7 +152,7 @@ def segment_agreement(
     # whole style photo as its style segment: it is no kind of the style photo, and any look is right for it.
     wrong = 0.0
     style_valid = max(float(hs.any(dim=0).sum()), 1.0)
-    whole = hs.flatten(1).sum(dim=1) >= 0.9 * style_valid  # (Kh,) hand segments of the content only
+    whole = _content_only(hand_style).cpu()
     kinds = overlap_s.masked_fill(whole[None], -1.0)
     for k in range(k_auto):
         if float(onehot_s[k].sum()) >= 0.9 * style_valid or bool(whole[target[k]]):  # a global transfer
@@ -240,12 +246,12 @@ def features_label_style(
     encoder = get_encoder("vgg16", weights, (SEMANTIC_LAYER,), "max", str(style.device))
     feat_c = encoder(resize_long_side(content, size))[SEMANTIC_LAYER]
     feat_s = encoder(resize_long_side(style, size))[SEMANTIC_LAYER]
-    whole = hand_style.masks[0].float().flatten(1).mean(dim=1) > 0.95  # (K,) content-only segments
-    prototypes = region_descriptors(hand_content.masks.to(feat_c.device), feat_c)  # (K, C)
+    whole = _content_only(hand_style).to(style.device)
+    prototypes = region_descriptors(hand_content.masks.to(style.device), feat_c)  # (K, C)
     score = torch.einsum("kc,chw->khw", prototypes, cell_descriptors(feat_s)[0])
-    score[whole.to(score.device)] = -float("inf")
+    score[whole] = -float("inf")
     masks = refine_to_edges(torch.softmax(score / temperature, dim=0)[None], style)
-    masks[:, whole.to(masks.device)] = 1.0
+    masks[:, whole] = 1.0
     return Segmentation(masks, list(hand_content.labels))
 
 
