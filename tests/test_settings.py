@@ -45,13 +45,14 @@ def test_a_config_out_of_range_cannot_be_made(values, fragment):
 
 def test_steps_per_level():
     assert TransferConfig(iterations=50, levels=1, fine_iterations=7).level_steps == (50,)
-    assert TransferConfig(iterations=60, levels=3).level_steps == (60, 40, 40)  # finer levels: two thirds
+    assert TransferConfig(iterations=60, levels=3).level_steps == (60, 30, 30)  # finer levels: half
     config = TransferConfig(iterations=50, levels=3, fine_iterations=10)
     assert config.level_steps == (50, 10, 10) and config.total_steps == 70
 
 
 def test_presets():
-    assert from_preset("fast").size < from_preset("balanced").size < from_preset("best").size
+    assert from_preset("fast").size < from_preset("balanced").size <= from_preset("best").size
+    assert from_preset("fast").total_steps < from_preset("balanced").total_steps < from_preset("best").total_steps
     # a larger working size keeps less of the photo's local structure: more photorealism weight
     assert from_preset("fast").photo_weight < from_preset("balanced").photo_weight < from_preset("best").photo_weight
     assert from_preset("balanced") == TransferConfig()
@@ -81,7 +82,8 @@ def test_the_command_line_is_built_from_the_settings():
     args = parser.parse_args(["transfer", "a.png", "b.png", "-o", "c.png", "--preset", "fast", "--detail", "0.5"])
     assert cli.config_from_args(args) == from_preset("fast", detail=0.5)
     best = parser.parse_args(["transfer", "a.png", "b.png", "-o", "c.png", "--preset", "best"])
-    assert cli.config_from_args(best).size == PRESETS["best"]["size"] > TransferConfig().size
+    assert cli.config_from_args(best).level_steps == (60, PRESETS["best"]["fine_iterations"])
+    assert PRESETS["best"]["fine_iterations"] > TransferConfig().level_steps[1]
     given = parser.parse_args(["transfer", "a.png", "b.png", "-o", "c.png", "--preset", "best", "--photo-weight", "50"])
     assert cli.config_from_args(given).photo_weight == 50  # what the user gives wins over the preset
     assert "from --preset" in options["photo_weight"].help and "--photo-weight" in options["preset"].help

@@ -129,10 +129,12 @@ def fit_sizes(config: TransferConfig, height: int, width: int) -> TransferConfig
     277 px for 320): every 700 px photo of the benchmark then takes at most 59 s with hand masks on
     that CPU, the square ones 53 s.
 
-    photostyle never enlarges the content photo: a working size above it would only upsample it
-    (slower, no detail gained; the floor is the network's 32 px) and an output above it would be
-    an interpolated enlargement, which any editor makes better on request. Each lowering to the
-    photo is reported with a warning, so a batch with one ``--output-size`` over mixed photos still runs.
+    photostyle never enlarges the content photo. A working size above it would only upsample it
+    (slower, no detail gained; the floor is the network's 32 px), so it is lowered to the photo's long
+    side without a word: the default, 700 px, is a size to paint at, and smaller photos are painted at
+    their own. An output size above the photo would be an interpolated enlargement, which any editor
+    makes better on request: it is lowered with a warning, so a batch with one ``--output-size`` over
+    mixed photos still runs.
 
     Args:
         config: the settings asked for.
@@ -149,8 +151,6 @@ def fit_sizes(config: TransferConfig, height: int, width: int) -> TransferConfig
     size = min(config.size, max(32, round(config.size * math.sqrt(long / short / FRAME_ASPECT))))
     if size > max(long, 32):
         size = max(long, 32)
-        warnings.warn(f"--size {config.size} is larger than the content photo ({width}x{height}); working at its "
-                      f"own size, {size} px, since a larger one would only enlarge it", stacklevel=2)
     if size != config.size:
         changes["size"] = size
     if config.output_size is not None and config.output_size > long:
@@ -168,8 +168,8 @@ def estimate_peak_bytes(height: int, width: int, size: int) -> int:
     optimisation at working size, the segmentation and the texture stage at their bounded sizes,
     which never overlap.
 
-    >>> round(estimate_peak_bytes(5773, 8660, 448) / 2**30, 1)  # 50 megapixels, default settings
-    2.9
+    >>> round(estimate_peak_bytes(5773, 8660, 700) / 2**30, 1)  # 50 megapixels, default settings
+    3.5
     """
     work = math.prod(segment_shape(height, width, size))
     segmented = math.prod(segment_shape(height, width, segment_side(size)))

@@ -7,7 +7,7 @@ made (:class:`~photostyle.errors.InputError` naming the field, its flag and the 
 module imports no torch, so ``photostyle --help`` answers at once.
 
 >>> TransferConfig().size, from_preset("fast").size
-(448, 224)
+(700, 224)
 >>> TransferConfig(detail=7)
 Traceback (most recent call last):
     ...
@@ -116,18 +116,18 @@ class TransferConfig:
         InputError: a value out of range, naming the field, its flag and the valid values.
     """
 
-    size: int = _setting(448, "working resolution, long side in px, never above the content photo's; a photo "
+    size: int = _setting(700, "working resolution, long side in px, never above the content photo's; a photo "
                          "squarer than 4:3 works at a 4:3 frame's pixel count (a square one at 0.87x)", "--size",
                          minimum=32)
     output_size: int | None = _setting(None, "output long side in px, never above the content photo's (default: "
                                        "the content's own size)", "--output-size", minimum=16, optional=True)
     iterations: int = _setting(60, "optimisation steps at the first (coarsest) level", "--iterations", minimum=0)
     fine_iterations: int | None = _setting(None, "optimisation steps at each finer level, which starts from the "
-                                           "coarser result (default: two thirds of --iterations)", "--fine-iterations",
+                                           "coarser result (default: half of --iterations)", "--fine-iterations",
                                            minimum=0, optional=True)
     levels: int = _setting(2, "coarse-to-fine levels, each half the size of the next", "--levels", minimum=1, maximum=6)
     optimizer: str = _setting("adam", "optimiser; Adam is the paper's", "--optimizer", choices=("adam", "lbfgs"))
-    lr: float = _setting(0.02, "Adam learning rate, in pixel units", "--lr", minimum=0.0, maximum=1.0, above=True)
+    lr: float = _setting(0.01, "Adam learning rate, in pixel units", "--lr", minimum=0.0, maximum=1.0, above=True)
     init: str = _setting("distribution", "start point; distribution/reinhard = per-segment colour transfer",
                          "--init", choices=("distribution", "reinhard", "content", "noise", "style"))
     content_weight: float = _setting(1.0, "weight of the content term (conv4_2)", "--content-weight", minimum=0.0)
@@ -180,7 +180,7 @@ class TransferConfig:
     @property
     def level_steps(self) -> tuple[int, ...]:
         """Optimisation steps at each coarse-to-fine level, coarsest first."""
-        fine = round(2 * self.iterations / 3) if self.fine_iterations is None else self.fine_iterations
+        fine = round(self.iterations / 2) if self.fine_iterations is None else self.fine_iterations
         return (self.iterations,) + (fine,) * (self.levels - 1)
 
     @property
@@ -208,20 +208,20 @@ def setting_of(f: Field | str) -> Setting:
     return f.metadata["setting"]
 
 
-#: Speed/quality presets: the working size, the steps per level, the coarse-to-fine levels and the
-#: photorealism weight. ``balanced`` is :class:`TransferConfig`'s own default: 60 steps at 224 px,
-#: then 40 (two thirds, the finer levels' default) at 448 px starting from that result, which paints
-#: the style's texture at a scale the photo's own size keeps (45 DPST pairs, own size: Gram distance
-#: 0.491 against 0.527 for 50 steps at 320 px, in 2.3x the time). A larger working size keeps less
-#: of the photo's local structure at the same photorealism weight (20% more Matting energy at 448 px
-#: than at 320 px on 6 benchmark pairs), hence 300 rather than 100 from 448 px up. ``best`` paints
-#: at 640 px, with the photorealism weight raised again to 450 (at 300 its Matting energy was 5%
-#: above balanced's on the 45 pairs; at 450 it is 11% below, 0.384 against 0.433, at Gram 0.467
-#: against balanced's 0.491).
+#: Speed/quality presets: the working size, the steps per level, the coarse-to-fine levels, the learning
+#: rate and the photorealism weight. ``balanced`` is :class:`TransferConfig`'s own default: 60 steps at
+#: 350 px, then 30 (half, the finer levels' default) at 700 px starting from that result. 700 px is a
+#: DPST photo's own size: the style's texture and light are painted at the scale the photo is seen at
+#: (45 DPST pairs, hand masks, scored at their own size: Gram distance 0.421 against 0.491 for the
+#: earlier 224 -> 448 px with lr 0.02, and DPST's 0.502); at that size the smaller step, lr 0.01, keeps
+#: Adam from painting grain into flat regions. Larger photos work at 700 px and are carried to their
+#: own size by the local affine output. A larger working size keeps less of the photo's local
+#: structure at the same photorealism weight, hence 300 rather than ``fast``'s 100. ``best`` adds 15
+#: steps at 700 px and raises the photorealism weight to 450. ``docs/benchmark.md`` has the figures.
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": dict(size=224, iterations=30, levels=1, photo_weight=100.0),
-    "balanced": dict(size=448, iterations=60, levels=2, photo_weight=300.0),
-    "best": dict(size=640, iterations=60, levels=2, photo_weight=450.0),
+    "fast": dict(size=224, iterations=30, levels=1, lr=0.02, photo_weight=100.0),
+    "balanced": dict(size=700, iterations=60, levels=2, lr=0.01, photo_weight=300.0),
+    "best": dict(size=700, iterations=60, fine_iterations=45, levels=2, lr=0.01, photo_weight=450.0),
 }
 
 
