@@ -35,7 +35,7 @@ from photostyle.web import jobs as jobs_module  # noqa: E402
 
 from helpers import random_rgb  # noqa: E402
 
-TINY = dict(size=32, iterations=4, weights=None, segmentation="none")
+TINY = dict(size=32, iterations=4, fine_iterations=2, weights=None, segmentation="none")
 LOCAL = "http://127.0.0.1"  # TestClient's own "testserver" is not a name the server answers to
 
 
@@ -73,8 +73,8 @@ def wait(client: TestClient, job_id: str, timeout: float = 30.0) -> dict:
 
 
 def test_presets():
-    assert from_preset("fast").size < from_preset("balanced").size < from_preset("best").size
-    assert from_preset("best").levels == 2
+    assert from_preset("fast").size < from_preset("balanced").size <= from_preset("best").size
+    assert from_preset("balanced").total_steps < from_preset("best").total_steps and from_preset("best").levels == 2
     assert from_preset("balanced", iterations=3).iterations == 3
     with pytest.raises(Exception, match="choose one of: fast, balanced, best"):
         from_preset("ultra")
@@ -86,7 +86,7 @@ def test_page_and_config(client):
     assert client.get("/static/app.js").status_code == 200
     config = client.get("/api/config").json()
     assert list(config["presets"]) == list(PRESETS)
-    assert config["presets"]["best"] == {"size": 32, "steps": 7, "levels": 2}  # the overrides apply to every preset
+    assert config["presets"]["best"] == {"size": 32, "steps": 6, "levels": 2}  # the overrides apply to every preset
     assert config["max_pixels"] == 10_000
 
 
