@@ -200,7 +200,7 @@ def stylise(
     Returns:
         :class:`TransferResult`.
 
-    Sizes are fitted first (:func:`fit_sizes`: never above the content photo, with a warning) and
+    Sizes are fitted first (:func:`fit_sizes`: never above the content photo) and
     both photos checked (:func:`check_photo_size`), before any work. Segmentation runs at a long
     side of at most ``max(SEGMENT_SIDE, size)`` and everything at full resolution in row tiles,
     so the peak memory stays within :func:`estimate_peak_bytes`.
