@@ -126,8 +126,8 @@ def fit_sizes(config: TransferConfig, height: int, width: int) -> TransferConfig
     4:3 one, and cost more: the optimisation's time grows with the working pixels (a square 700 px
     photo took 67 s at 320 px against 45 s for 3:2 ones on a 2-core CPU). Such a photo works at the
     pixel count of a 4:3 frame of that long side instead (:data:`FRAME_ASPECT`; a square one at 0.87x,
-    277 px for 320): every 700 px photo of the benchmark then takes at most 59 s with hand masks on
-    that CPU, the square ones 53 s.
+    277 px for 320): at 320 px every 700 px photo of the benchmark then took at most 59 s with hand
+    masks on that CPU, the square ones 53 s.
 
     photostyle never enlarges the content photo. A working size above it would only upsample it
     (slower, no detail gained; the floor is the network's 32 px), so it is lowered to the photo's long
@@ -148,9 +148,7 @@ def fit_sizes(config: TransferConfig, height: int, width: int) -> TransferConfig
     """
     long, short = max(height, width), max(min(height, width), 1)
     changes: dict[str, int] = {}
-    size = min(config.size, max(32, round(config.size * math.sqrt(long / short / FRAME_ASPECT))))
-    if size > max(long, 32):
-        size = max(long, 32)
+    size = min(config.size, max(32, round(config.size * math.sqrt(long / short / FRAME_ASPECT))), max(long, 32))
     if size != config.size:
         changes["size"] = size
     if config.output_size is not None and config.output_size > long:

@@ -213,11 +213,12 @@ def setting_of(f: Field | str) -> Setting:
 #: 350 px, then 30 (half, the finer levels' default) at 700 px starting from that result. 700 px is a
 #: DPST photo's own size: the style's texture and light are painted at the scale the photo is seen at
 #: (45 DPST pairs, hand masks, scored at their own size: Gram distance 0.421 against 0.491 for the
-#: earlier 224 -> 448 px with lr 0.02, and DPST's 0.502); at that size the smaller step, lr 0.01, keeps
-#: Adam from painting grain into flat regions. Larger photos work at 700 px and are carried to their
-#: own size by the local affine output. A larger working size keeps less of the photo's local
-#: structure at the same photorealism weight, hence 300 rather than ``fast``'s 100. ``best`` adds 15
-#: steps at 700 px and raises the photorealism weight to 450. ``docs/benchmark.md`` has the figures.
+#: earlier 224 -> 448 px with lr 0.02, and DPST's 0.502). At 700 px Adam's step of 0.02 first raises
+#: the loss, and on some photos no later step gets below the carried-over start; 0.01 does. Larger
+#: photos work at 700 px and are carried to their own size by the local affine output. A larger
+#: working size keeps less of the photo's local structure at the same photorealism weight, hence 300
+#: rather than ``fast``'s 100. ``best`` adds 15 steps at 700 px and raises the photorealism weight to
+#: 450. ``docs/benchmark.md`` has the figures.
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": dict(size=224, iterations=30, levels=1, lr=0.02, photo_weight=100.0),
     "balanced": dict(size=700, iterations=60, levels=2, lr=0.01, photo_weight=300.0),

@@ -196,7 +196,7 @@ for (const box of document.querySelectorAll(".drop")) {
 const PRESET_WORDS = {
   fast: "Fast: a quick look, fine for most photos.",
   balanced: "Balanced: the look painted at two sizes, the finer one the photo's own, closer to the style; takes several times as long as fast.",
-  best: "Best: more steps at the photo's own size; takes about a third longer than balanced.",
+  best: "Best: more steps at the photo's own size; takes a third to a half longer than balanced.",
 };
 
 async function loadConfig() {
