@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from photostyle import batch, runtime
+from photostyle import batch, features
 from photostyle.batch import PARTIAL_FAILURE_EXIT_CODE, BatchJob, BatchSummary, jobs_from_csv, jobs_from_folder, run_batch
 from photostyle.cli import main
 from photostyle.errors import InputError
@@ -37,7 +37,7 @@ def folder(tmp_path):
 def counted(monkeypatch):
     """Counts transfers run and feature networks built during the test."""
     counts = {"transfer": 0, "encoder": 0}
-    real_transfer, real_load = batch.transfer, runtime.load_encoder
+    real_transfer, real_load = batch.transfer, features.load_encoder
 
     def transfer(*args, **kwargs):
         counts["transfer"] += 1
@@ -48,10 +48,10 @@ def counted(monkeypatch):
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(batch, "transfer", transfer)
-    monkeypatch.setattr(runtime, "load_encoder", load_encoder)
-    runtime.get_encoder.cache_clear()
+    monkeypatch.setattr(features, "load_encoder", load_encoder)
+    features.get_encoder.cache_clear()
     yield counts
-    runtime.get_encoder.cache_clear()
+    features.get_encoder.cache_clear()
 
 
 def test_folder_jobs_sorted_named_and_filtered(folder):

@@ -52,7 +52,8 @@ def test_flat_threshold_keeps_flat_regions_of_the_content_smooth():
 
 def test_bf16_features_give_the_fp32_result_within_a_few_levels_and_losses_stay_fp32(monkeypatch):
     from photostyle import runtime
-    from photostyle.runtime import compute_dtype, encode, get_encoder
+    from photostyle.features import get_encoder
+    from photostyle.runtime import compute_dtype, encode
 
     content, style = _pair()
     config = dict(TINY, iterations=5, detail=0.0)

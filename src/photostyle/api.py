@@ -7,7 +7,7 @@
 :func:`transfer` takes file paths, PIL images, NumPy arrays or tensors, and any setting of
 :class:`~photostyle.settings.TransferConfig` as a keyword. A :class:`Stylist` holds one set of
 settings for many photos; the feature network is loaded once per process either way
-(:func:`photostyle.runtime.get_encoder`), so the second photo starts at once.
+(:func:`photostyle.features.get_encoder`), so the second photo starts at once.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Many transfers in one process: a folder with one style photo, or a CSV of pairs.
 
 :func:`run_batch` runs :func:`~photostyle.pipeline.transfer` job after job. The feature
-network is loaded once (``runtime.get_encoder`` is cached per process); outputs that
+network is loaded once (``features.get_encoder`` is cached per process); outputs that
 already exist are skipped, so an interrupted batch resumes where it stopped; a file that
 fails is recorded and the batch goes on. :class:`BatchJob` and :class:`BatchSummary` are
 plain picklable dataclasses, so chunks of jobs can be handed to a distributed engine

@@ -1,4 +1,4 @@
-"""Command line: ``photostyle transfer | weights``.
+"""Command line: ``photostyle transfer | segment | bench | batch | serve | weights | apply-lut``.
 
 Heavy imports (torch and the models) happen inside the commands, so
 ``--help`` and ``--version`` answer at once. Every deliberate error becomes one

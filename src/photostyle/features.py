@@ -10,6 +10,7 @@ convolution of block B **after its ReLU**, i.e. ``"conv4_2"`` is what other code
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -178,3 +179,12 @@ def load_encoder(
         return encoder.to(device)
     except (RuntimeError, AssertionError) as err:
         raise DeviceError(f"cannot move the VGG encoder to {device!r} ({err}); use --device cpu") from err
+
+
+@functools.lru_cache(maxsize=4)
+def get_encoder(
+    arch: Arch, weights: str | None, layers: tuple[str, ...] = DEFAULT_LAYERS, pooling: Literal["max", "avg"] = "max",
+    device: str = "cpu",
+) -> VGGEncoder:
+    """:func:`load_encoder`, once per process and settings: the transfer, the segmenters, batch and web share it."""
+    return load_encoder(arch, weights=weights, layers=layers, pooling=pooling, device=device)

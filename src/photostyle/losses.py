@@ -127,8 +127,8 @@ class SegmentStyleLoss(nn.Module):
 
     Args:
         style_features: layer name -> ``(1, C, h, w)`` features of the style photo.
-        style_masks: ``(1, K, H, W)`` style segments at image size.
-        content_masks: ``(1, K, H, W)`` content segments at image size, same labels and order.
+        style_masks: ``(1, K, H', W')`` style segments at the style photo's size.
+        content_masks: ``(1, K, H, W)`` content segments at the content photo's size, same labels and order.
         layer_weights: optional layer name -> weight (default 1 / number of layers).
     """
 

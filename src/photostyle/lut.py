@@ -37,9 +37,8 @@ import torch.nn.functional as F
 from .errors import InputError
 from .io import save_image, write_atomically
 
-__all__ = ["CUBE_SIZES", "Lut3D", "fit_error", "fit_lut", "read_lut"]
+__all__ = ["Lut3D", "fit_error", "fit_lut", "read_lut"]
 
-CUBE_SIZES = (17, 33, 65)
 _TILE_PIXELS = 1 << 21  # pixels per tile when applying (about 100 MB of intermediates)
 
 

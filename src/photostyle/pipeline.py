@@ -24,11 +24,11 @@ from . import io
 from .colour import blend_lab, chroma_limits, scale_chroma, segment_colour_transfer
 from .critic import Critic
 from .errors import OutputError
-from .features import VGGEncoder
+from .features import VGGEncoder, get_encoder
 from .losses import ContentLoss, PhotorealismLoss, SegmentStyleLoss
 from .masks import Segmentation
 from .optimise import Callback, optimise
-from .runtime import (check_photo_size, compute_dtype, encode, fit_sizes, get_encoder, get_quality_critic,
+from .runtime import (check_photo_size, compute_dtype, encode, fit_sizes, get_quality_critic,
                       memory_hint, peak_rss_mb, resolve_device, segment_side)
 from .segmentation.auto import MaskSource, SegmentationOutcome, segment_pair
 from .settings import TransferConfig, level_sizes
@@ -90,7 +90,8 @@ class TransferResult:
         device: the device the work ran on (``"cpu"``, ``"cuda:0"``).
         precision: the feature network's compute precision (``"float32"``, ``"bfloat16"``).
         network: the feature network and its weights, in words.
-        loss: the last step's loss terms (``content``, ``style``, ``photo``, [``critic``], ``total``).
+        loss: the loss terms of the best iterate of the last level run (``content``, ``style``, ``photo``,
+            [``critic``], ``total``).
         critic: the critic's scores, or ``None`` without a critic.
         steps: optimisation steps done, over all levels.
         interrupted: the optimisation was stopped (Ctrl-C, SIGTERM) before its last step.
@@ -248,7 +249,7 @@ def stylise(
             if image is None:
                 image = init = _start_point(config, content_small, style_small, content_masks, style_masks)
             else:  # carry the coarser result over as the output stage would: sharp at once, its texture kept
-                image = _carry(config, previous, image, content_small)
+                image = carry(config, previous, image, content_small)
         with timer("optimise"), memory_hint(device, config.size):
             offset = sum(config.level_steps[:level])
             step_callback = None if callback is None else (lambda i, x, t, o=offset: callback(o + i, x, t))
@@ -269,7 +270,7 @@ def stylise(
         if config.output_size is not None:
             content_full = io.resize_long_side(content_full, config.output_size)
         look = blend_lab(previous, image, lightness=config.strength, chroma=config.strength * config.chroma)
-        output = _carry(config, previous, look, content_full)
+        output = carry(config, previous, look, content_full)
     with timer("texture"):
         output = _texture(config, output, content_full, style, content_seg, style_seg)
     with timer("chroma"):
@@ -287,9 +288,21 @@ def stylise(
     )
 
 
-def _carry(config: TransferConfig, guide: torch.Tensor, result: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def carry(config: TransferConfig, guide: torch.Tensor, result: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``result`` (optimised on ``guide``, the content at its size) carried over to ``target``, the content at a
-    larger size: a local affine recolouring plus ``config.detail`` of the texture painted outside flat regions."""
+    larger size: a local affine recolouring plus ``config.detail`` of the texture painted outside flat regions.
+
+    Used between levels, for the output, and for the web page's previews, so all three look alike.
+
+    Args:
+        config: supplies ``affine_radius``, ``affine_eps``, ``detail`` and ``flat_threshold``.
+        guide: ``(1, 3, h, w)`` the content at ``result``'s size, in [0, 1].
+        result: ``(1, 3, h, w)`` the optimised image, in [0, 1].
+        target: ``(1, 3, H, W)`` the content at the size wanted, in [0, 1].
+
+    Returns:
+        ``(1, 3, H, W)`` in [0, 1].
+    """
     flat_radius = max(config.affine_radius, round(max(result.shape[-2:]) / 40))  # 8 px at 320 px
     return local_affine_upsample(
         guide, result, target, config.affine_radius, config.affine_eps,

@@ -4,7 +4,8 @@
 * :func:`fit_sizes`, :func:`check_photo_size` and :func:`estimate_peak_bytes` keep every
   transfer within the memory at hand, by design, before any work starts;
   :func:`memory_hint` turns an out-of-memory error into advice;
-* :func:`get_encoder` and :func:`get_quality_critic` load the networks once per process;
+* :func:`get_quality_critic` loads the aesthetic critic once per process (the feature network:
+  :func:`photostyle.features.get_encoder`);
 * :func:`compute_dtype` and :func:`encode`: bf16 autocast and channels-last on CUDA and on CPUs with native
   bf16, fp32 elsewhere.
 """
@@ -24,7 +25,7 @@ import torch
 
 from .critic import DEFAULT_OFFLINE_CRITIC, Critic, get_critic
 from .errors import DeviceError, InputError, WeightsError
-from .features import DEFAULT_LAYERS, VGGEncoder, load_encoder
+from .features import VGGEncoder
 from .segmentation.auto import SEGMENT_SIDE, segment_shape
 from .settings import TransferConfig, level_sizes
 from .texture import DETAIL_SIDE
@@ -273,14 +274,6 @@ def encode(encoder: VGGEncoder, image: torch.Tensor, dtype: torch.dtype | None =
     with torch.autocast(image.device.type, dtype=dtype):
         feats = encoder(image.contiguous(memory_format=torch.channels_last))
     return {name: f.float() for name, f in feats.items()}
-
-
-@functools.lru_cache(maxsize=4)
-def get_encoder(
-    arch: str, weights: str | None, layers: tuple[str, ...] = DEFAULT_LAYERS, pooling: str = "avg", device: str = "cpu"
-) -> VGGEncoder:
-    """The feature network, loaded once per process and settings (batch and web reuse it)."""
-    return load_encoder(arch, weights=weights, layers=layers, pooling=pooling, device=device)
 
 
 @functools.lru_cache(maxsize=4)

@@ -40,7 +40,7 @@ class Setting:
 
     Attributes:
         help: one line for ``--help`` and the docs.
-        kind: ``int``, ``float`` or ``str`` (the type of a value given on the command line).
+        kind: ``int``, ``float``, ``str`` or ``tuple`` (the type of a value given on the command line or in JSON).
         minimum, maximum: inclusive bounds of a number (``None``: unbounded).
         above: the number must be strictly greater than ``minimum``.
         choices: the values a string may take.

@@ -235,7 +235,7 @@ def features_label_style(
     Returns:
         The style photo's segmentation with ``hand_content``'s labels: hard masks ``(1, K, H', W')``.
     """
-    from photostyle.runtime import get_encoder
+    from photostyle.features import get_encoder
     from photostyle.segmentation.regmatch import (
         SEMANTIC_LAYER,
         cell_descriptors,

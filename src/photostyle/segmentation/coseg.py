@@ -26,8 +26,8 @@ have in common, and ``W`` says how strongly each pixel shows it. Here:
 Labels are ``"concept-0"``, ``"concept-1"``, ... by decreasing area over both photos; the
 same label is the same factor in both photos.
 
-The features come from :func:`photostyle.runtime.get_encoder`, the VGG16 that the transfer
-itself uses (cached once per process). There is no colour-only fallback: without those
+The features come from :func:`photostyle.features.get_encoder`: the transfer's VGG16 weights, loaded
+once per process (with average pooling, so a network of its own). There is no colour-only fallback: without those
 weights the transfer cannot run either, so :class:`~photostyle.errors.WeightsError` says how
 to fetch them (``photostyle weights --fetch vgg16-imagenet``).
 """
@@ -221,7 +221,7 @@ class CoSegmenter(Segmenter):
         radius: guided-filter radius, fraction of the photo's long side (0 = none).
         eps: guided-filter regularisation.
         min_fraction: segments smaller than this fraction of either photo are merged.
-        weights: VGG16 weights for :func:`photostyle.runtime.get_encoder` (``None`` = random,
+        weights: VGG16 weights for :func:`photostyle.features.get_encoder` (``None`` = random,
             for tests only).
         device: where the features and the factorisation are computed (``None``: the photos' device).
         seed: NMF start.
@@ -261,12 +261,9 @@ class CoSegmenter(Segmenter):
         self.min_fraction, self.weights, self.device, self.seed = min_fraction, weights, device, seed
 
     def _encoder(self, device: torch.device) -> torch.nn.Module:
-        from photostyle.features import DEFAULT_LAYERS
-        from photostyle.runtime import get_encoder
+        from photostyle.features import get_encoder
 
-        # the transfer's own layer set when it suffices, so the cached encoder is shared
-        layers = DEFAULT_LAYERS if set(self.layers) <= set(DEFAULT_LAYERS) else tuple(self.layers)
-        return get_encoder("vgg16", self.weights, layers, "avg", str(device))
+        return get_encoder("vgg16", self.weights, self.layers, "avg", str(device))
 
     @torch.no_grad()
     def _run(self, images: Sequence[torch.Tensor]) -> list[Segmentation]:

@@ -559,7 +559,7 @@ class RegionMatchSegmenter(Segmenter):
         semantic_norm: per-photo normalisation strength of the pairing descriptors.
         radius, eps: guided-filter refinement (radius as a fraction of ``refine_size``).
         refine_size: long side in px of the refinement.
-        weights: VGG16 weights for :func:`photostyle.runtime.get_encoder` (``None`` = random,
+        weights: VGG16 weights for :func:`photostyle.features.get_encoder` (``None`` = random,
             for tests of the contract only).
         device: where features are computed (``None``: the photos' device).
         seed: k-means start.
@@ -613,7 +613,7 @@ class RegionMatchSegmenter(Segmenter):
         self.last_pairing: Pairing | None = None
 
     def _encoder(self, device: torch.device) -> torch.nn.Module:
-        from photostyle.runtime import get_encoder
+        from photostyle.features import get_encoder
 
         return get_encoder("vgg16", self.weights, ENCODER_LAYERS, "max", str(device))
 

@@ -1,7 +1,7 @@
 """The web page's jobs: a queue served by one worker thread, with honest progress, estimates and cancel.
 
 One worker runs the transfers one at a time (the feature network is loaded once per process by
-``runtime.get_encoder``). Each job keeps its files in a folder of its own; only the newest
+``features.get_encoder``). Each job keeps its files in a folder of its own; only the newest
 ``keep_jobs`` finished jobs are kept.
 
 Cancel: a waiting job leaves the line at once; a running one stops at its next optimiser step
@@ -41,8 +41,7 @@ import torch.nn.functional as F
 from .. import io
 from ..colour import blend_lab
 from ..errors import PhotostyleError
-from ..pipeline import TransferConfig, TransferResult, transfer
-from ..upsample import local_affine_upsample
+from ..pipeline import TransferConfig, TransferResult, carry, transfer
 from . import regions
 
 __all__ = ["Job", "JobRunner", "Reject", "plain_words", "shrink"]
@@ -388,8 +387,7 @@ class JobRunner:
         image = image.detach().float().cpu()
         small = F.interpolate(guide, size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False, antialias=True)
         with torch.no_grad():
-            look = local_affine_upsample(small, image, guide, job.config.affine_radius, job.config.affine_eps,
-                                         detail=job.config.detail)
+            look = carry(job.config, small, image, guide)
         io.save_image(look, job.folder / "preview.jpg", overwrite=True, quality=90)
         job.files.add("preview.jpg")
         job.preview_step, job.preview_at = step, time.monotonic()
